@@ -1,0 +1,285 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// requireUserns probes by creating a user and network namespace. When the
+// host forbids it the test skips with the reason, except under
+// NSBIND_TEST_REQUIRE_USERNS=1 (set by scripts/test.sh), where it fails.
+func requireUserns(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: os.Getuid(), HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: os.Getgid(), HostID: os.Getgid(), Size: 1}},
+	}
+	if err := cmd.Run(); err != nil {
+		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
+			t.Fatalf("cannot create a user namespace here (NSBIND_TEST_REQUIRE_USERNS=1): %v", err)
+		}
+		t.Skipf("cannot create a user namespace here: %v", err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// nsbindRun is nsbind running as a child of the test.
+type nsbindRun struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	ports  []portEntry
+	done   chan struct{}
+	code   int
+}
+
+// nsbindCmd is the command line of nsbind (the test binary as the CLI).
+func nsbindCmd(args ...string) *exec.Cmd {
+	return exec.Command(os.Args[0], append([]string{"__nsbind"}, args...)...)
+}
+
+// startNsbind starts "nsbind run --ports-file F ARGS..." and waits until
+// nsbind has written the ports file (the server runs and every host socket
+// listens) or has exited.
+func startNsbind(t *testing.T, args ...string) *nsbindRun {
+	t.Helper()
+	requireUserns(t)
+	portsFile := filepath.Join(t.TempDir(), "ports.json")
+	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
+	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	r.cmd.Stdout = r.stdout
+	r.cmd.Stderr = r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		r.cmd.Wait()
+		r.code = r.cmd.ProcessState.ExitCode()
+		if ws, ok := r.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.code = 128 + int(ws.Signal())
+		}
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		<-r.done
+		if t.Failed() {
+			t.Logf("nsbind stderr:\n%s\nstdout:\n%s", r.stderr.String(), r.stdout.String())
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if b, err := os.ReadFile(portsFile); err == nil {
+			if err := json.Unmarshal(b, &r.ports); err != nil {
+				t.Fatalf("ports file: %v\n%s", err, b)
+			}
+			return r
+		}
+		select {
+		case <-r.done:
+			return r
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nsbind did not start within 15s; stderr:\n%s", r.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// port is the host address of the first published socket of the family.
+func (r *nsbindRun) addr(family int) netip.AddrPort {
+	r.t.Helper()
+	for _, p := range r.ports {
+		a := netip.MustParseAddr(p.HostIP)
+		if (family == 4) == a.Is4() {
+			return netip.AddrPortFrom(a, p.HostPort)
+		}
+	}
+	r.t.Fatalf("no IPv%d socket published: %+v; stderr:\n%s", family, r.ports, r.stderr.String())
+	return netip.AddrPort{}
+}
+
+// wait waits for nsbind to exit, at most d, and returns its status.
+func (r *nsbindRun) wait(d time.Duration) int {
+	r.t.Helper()
+	select {
+	case <-r.done:
+		return r.code
+	case <-time.After(d):
+		r.t.Fatalf("nsbind did not exit within %v; stderr:\n%s", d, r.stderr.String())
+		return -1
+	}
+}
+
+// waitOutput waits until nsbind's stdout contains s, at most 15 seconds.
+func (r *nsbindRun) waitOutput(s string) {
+	r.t.Helper()
+	waitUntil(r.t, 15*time.Second, func() bool { return strings.Contains(r.stdout.String(), s) },
+		func() string { return fmt.Sprintf("no %q in the output:\n%s", s, r.stdout.String()) })
+}
+
+// waitUntil polls cond every few milliseconds for at most d.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool, why func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, why())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runNsbind runs nsbind to the end and returns its status and stderr.
+func runNsbind(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	requireUserns(t)
+	cmd := nsbindCmd(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("nsbind %q did not finish within 30s; stderr:\n%s", args, stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// descendants lists the processes below pid, found through
+// /proc/PID/task/TID/children.
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			child, _ := strconv.Atoi(f)
+			out = append(out, child)
+			out = append(out, descendants(child)...)
+		}
+	}
+	return out
+}
+
+// processNamed finds the descendant of pid whose command name is comm.
+func processNamed(t *testing.T, pid int, comm string) int {
+	t.Helper()
+	var found int
+	waitUntil(t, 10*time.Second, func() bool {
+		for _, p := range descendants(pid) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+			if strings.TrimSpace(string(b)) == comm {
+				found = p
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprintf("no process %q below %d", comm, pid) })
+	return found
+}
+
+// statusField reads one field of /proc/PID/status.
+func statusField(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return ""
+}
+
+// alive reports whether pid still exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// needProgram skips (or, under scripts/test.sh, fails) when a program the
+// test drives is not installed.
+func needProgram(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
+			t.Fatalf("%s is not installed (scripts/test.sh installs it)", name)
+		}
+		t.Skipf("%s is not installed", name)
+	}
+	return p
+}
+
+// refused reports whether connecting to ap is refused.
+func refused(ap netip.AddrPort) bool {
+	c, err := net.DialTimeout("tcp", ap.String(), time.Second)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}

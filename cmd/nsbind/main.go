@@ -1,0 +1,95 @@
+// Command nsbind runs a server that wants a privileged port without root:
+// the server starts in a new user and network namespace, where it may bind
+// any port, and nsbind publishes that port on the host.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// The role of a process is chosen here from an environment variable that
+// only nsbind sets: the CLI (no variable), the helper inside the namespaces
+// ("init"), or the exec step that becomes the server ("exec").
+const (
+	roleEnv    = "NSBIND_ROLE"
+	roleInit   = "init"
+	roleExec   = "exec"
+	configEnv  = "NSBIND_CONFIG"
+	keepCapEnv = "NSBIND_KEEP_CAPS"
+)
+
+// Exit statuses of nsbind's own failures; otherwise nsbind exits with the
+// server's status.
+const (
+	exitFailed      = 125 // nsbind failed before the server started
+	exitCannotRun   = 126 // the command was found but cannot be run
+	exitNotFound    = 127 // the command was not found
+	exitUnsupported = 125
+)
+
+const version = "0.1.0"
+
+func main() {
+	switch os.Getenv(roleEnv) {
+	case roleInit:
+		os.Exit(helperMain())
+	case roleExec:
+		os.Exit(execMain())
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `nsbind runs a server that wants a privileged port (80, 443, 22, 53...) without
+root. The server starts in a new user and network namespace, where it may bind
+any port; nsbind listens on the host port and moves the traffic in.
+
+Usage:
+  nsbind run [flags] [--] COMMAND [ARG...]   run COMMAND, publishing its ports
+  nsbind version                             print the version
+  nsbind help                                show this help
+
+Example:
+  nsbind run -p 80:8080 python3 -m http.server 80
+  curl http://127.0.0.1:8080/
+
+Run 'nsbind run --help' for the flags of run.
+`
+
+// run is the CLI: it dispatches on the subcommand and returns the exit
+// status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitFailed
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "nsbind %s%s (%s %s/%s)\n", version, revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "nsbind: unknown command %q\n\n%s", args[0], usage)
+	return exitFailed
+}
+
+// revision is the VCS revision the binary was built from, when recorded.
+func revision() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "+" + s.Value[:12]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,196 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Dialer opens the inside leg of a relayed TCP connection.
+type Dialer interface {
+	// DialTCP connects to the server's port for a client at client.
+	DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error)
+}
+
+// LoopbackDialer dials the server on the loopback addresses of the network
+// namespace the caller runs in: the client's address family first, then the
+// other, so a v6 client reaches a server that listens on v4 only.
+type LoopbackDialer struct{}
+
+var (
+	loopback4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	loopback6 = netip.IPv6Loopback()
+)
+
+// DialTCP implements Dialer.
+func (LoopbackDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	first, second := loopback4, loopback6
+	if client.Addr().Unmap().Is6() {
+		first, second = second, first
+	}
+	c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(first, port)))
+	if err == nil {
+		return c, nil
+	}
+	if c, err2 := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(second, port))); err2 == nil {
+		return c, nil
+	}
+	return nil, err
+}
+
+// TCPRelay relays connections accepted on a host listener to the server's
+// port inside.
+type TCPRelay struct {
+	// Port is the server's port inside.
+	Port uint16
+	// Dialer opens the inside leg.
+	Dialer Dialer
+	// Wait bounds how long a connection that arrives before the server
+	// listens waits for it (the dial is retried while it is refused).
+	Wait time.Duration
+	// Logger gets per-connection events at debug level.
+	Logger *slog.Logger
+	// Stats, if not nil, counts connections and bytes.
+	Stats *Stats
+}
+
+// Serve accepts on ln until ctx is done, then closes ln and returns once
+// every connection has ended. Connections still open when ctx ends stop
+// reading from their clients but deliver what the server still sends.
+func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if d, ok := acceptBackoff(err, backoff); ok {
+				r.Logger.Debug("accept failed, retrying", "port", r.Port, "err", err, "after", d)
+				backoff = d
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.handle(ctx, c)
+		}()
+	}
+}
+
+// acceptBackoff says how long to wait after an accept error that passes
+// (out of descriptors or memory, an aborted handshake), and whether it does.
+func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
+	switch {
+	case errors.Is(err, syscall.ECONNABORTED):
+		return 0, true
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
+		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+		d := max(5*time.Millisecond, min(2*last, time.Second))
+		return d, true
+	}
+	return 0, false
+}
+
+func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
+	peer := client.RemoteAddr().(*net.TCPAddr).AddrPort()
+	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
+	server, err := r.dial(ctx, peer)
+	if err != nil {
+		if debug {
+			r.Logger.Debug("cannot reach the server, resetting the client", "client", peer, "port", r.Port, "err", err)
+		}
+		r.Stats.failed()
+		reset(client)
+		return
+	}
+	if debug {
+		r.Logger.Debug("connection open", "client", peer, "port", r.Port)
+	}
+	r.Stats.opened()
+	in, out := relay(ctx, client, server)
+	r.Stats.closed(in, out)
+	if debug {
+		r.Logger.Debug("connection closed", "client", peer, "port", r.Port, "bytes_in", in, "bytes_out", out)
+	}
+}
+
+// dial connects to the server, retrying while it refuses for up to r.Wait.
+func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
+	deadline := time.Now().Add(r.Wait)
+	pause := 2 * time.Millisecond
+	for {
+		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			return c, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, err
+		}
+		select {
+		case <-time.After(min(pause, left)):
+		case <-ctx.Done():
+			return nil, err
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
+// relay moves bytes both ways between client and server until both
+// directions have ended, and returns the bytes moved each way.
+func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
+	// Once ctx ends the server is gone: stop reading from the client, but
+	// let what the server sent reach it.
+	stop := context.AfterFunc(ctx, func() { client.SetReadDeadline(time.Now()) })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in = pipe(ctx, server, client)
+	}()
+	out = pipe(ctx, client, server)
+	<-done
+	client.Close()
+	server.Close()
+	return in, out
+}
+
+// pipe copies src to dst (with splice(2): both are *net.TCPConn) until src
+// ends, then half-closes dst so half-closed protocols work. An error (a
+// reset on either side) resets both connections, which also ends the other
+// direction.
+func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {
+	n, err := io.Copy(dst, src)
+	if err != nil && !(ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded)) {
+		reset(dst)
+		reset(src)
+		return n
+	}
+	dst.CloseWrite()
+	return n
+}
+
+// reset closes c with a RST instead of a FIN.
+func reset(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}

@@ -1,0 +1,164 @@
+package nsutil
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// CtrlFD is the descriptor of the control channel in the helper; the files
+// of Config.Files follow it from FirstFD on.
+const (
+	CtrlFD  = 3
+	FirstFD = 4
+)
+
+// helperCaps are the ambient capabilities the helper keeps after its exec,
+// although it runs as the user's own uid inside (fact 8 of DESIGN.md):
+// CAP_NET_ADMIN brings lo up and writes the namespace's net sysctls,
+// CAP_SYS_ADMIN mounts a fresh /proc, CAP_SETPCAP lets the exec step drop
+// the server's bounding set. Without them the helper could do none of it
+// (an exec as a non-root uid clears every capability that is not ambient).
+func helperCaps() []uintptr {
+	return []uintptr{unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN, unix.CAP_SETPCAP}
+}
+
+// Config says how to start the helper.
+type Config struct {
+	// Path is the program to run (nsbind itself), Args its arguments
+	// (Args[0] included) and Env its environment.
+	Path string
+	Args []string
+	Env  []string
+	// Files are inherited by the helper from FirstFD on.
+	Files []*os.File
+	// Root maps the user to uid and gid 0 inside instead of to itself.
+	Root bool
+	// Stdin, Stdout and Stderr are the helper's standard descriptors.
+	Stdin, Stdout, Stderr *os.File
+	Logger                *slog.Logger
+}
+
+// Helper is a started helper process.
+type Helper struct {
+	// Pid is the helper's process id on the host.
+	Pid int
+	// PIDNamespace is true when the helper is init of its own PID
+	// namespace (and has its own mount namespace).
+	PIDNamespace bool
+	// Ctrl is the parent's end of the control channel.
+	Ctrl *Ctrl
+
+	exited chan struct{}
+	state  *os.ProcessState
+	err    error
+}
+
+// Start starts the helper in new user and network namespaces, and, where
+// the kernel allows it, new PID and mount namespaces.
+//
+// Go's Pdeathsig fires when the thread that forked the child exits, not the
+// process (fact 7). Start forks from a goroutine that stays locked to its
+// thread until the helper has exited, so the helper gets SIGKILL exactly
+// when nsbind dies. The helper also watches the control channel.
+func Start(cfg Config) (*Helper, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("creating the control channel: %w", err)
+	}
+	mine := os.NewFile(uintptr(fds[0]), "ctrl")
+	theirs := os.NewFile(uintptr(fds[1]), "ctrl")
+	defer theirs.Close()
+	ctrl, err := NewCtrl(mine)
+	if err != nil {
+		return nil, err
+	}
+
+	h := &Helper{Ctrl: ctrl, exited: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Never unlocked: the thread ends with this goroutine, after the
+		// helper has exited.
+		defer close(h.exited)
+		flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNET)
+		full := flags | unix.CLONE_NEWPID | unix.CLONE_NEWNS
+		cmd := command(cfg, theirs, full)
+		err := cmd.Start()
+		if err != nil {
+			// Some hosts refuse a PID or mount namespace but allow the
+			// rest (a seccomp profile, a container): go on without them.
+			first := err
+			cmd = command(cfg, theirs, flags)
+			if err = cmd.Start(); err == nil {
+				cfg.Logger.Debug("no PID namespace: running without one", "err", first)
+			}
+		} else {
+			h.PIDNamespace = true
+		}
+		if err != nil {
+			started <- err
+			return
+		}
+		h.Pid = cmd.Process.Pid
+		started <- nil
+		h.err = cmd.Wait()
+		h.state = cmd.ProcessState
+	}()
+	if err := <-started; err != nil {
+		ctrl.Close()
+		return nil, fmt.Errorf("creating the namespaces: %w", err)
+	}
+	return h, nil
+}
+
+func command(cfg Config, ctrl *os.File, flags uintptr) *exec.Cmd {
+	uid, gid := os.Getuid(), os.Getgid()
+	inUID, inGID := uid, gid
+	if cfg.Root {
+		inUID, inGID = 0, 0
+	}
+	cmd := &exec.Cmd{
+		Path:       cfg.Path,
+		Args:       cfg.Args,
+		Env:        cfg.Env,
+		Stdin:      cfg.Stdin,
+		Stdout:     cfg.Stdout,
+		Stderr:     cfg.Stderr,
+		ExtraFiles: append([]*os.File{ctrl}, cfg.Files...),
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			// One line per map, the user's own ids: all an unprivileged
+			// user may write. Setgroups must stay denied for that
+			// (enabling it gives EPERM).
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: inUID, HostID: uid, Size: 1}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: inGID, HostID: gid, Size: 1}},
+			GidMappingsEnableSetgroups: false,
+			AmbientCaps:                helperCaps(),
+			Pdeathsig:                  syscall.SIGKILL,
+		},
+	}
+	return cmd
+}
+
+// Done is closed when the helper has exited.
+func (h *Helper) Done() <-chan struct{} { return h.exited }
+
+// State is the helper's exit state; it is valid once Done is closed.
+func (h *Helper) State() (*os.ProcessState, error) { return h.state, h.err }
+
+// Kill kills the helper (and so, as init of its PID namespace, everything
+// inside).
+func (h *Helper) Kill() error {
+	err := syscall.Kill(h.Pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	return err
+}
