@@ -59,6 +59,10 @@ type TCPRelay struct {
 	Logger *slog.Logger
 	// Stats, if not nil, counts connections and bytes.
 	Stats *Stats
+	// ProxyProtocol, if 1 or 2, sends a PROXY protocol header of that
+	// version to the server first on each connection, for servers that
+	// expect one.
+	ProxyProtocol int
 }
 
 // Serve accepts on ln until ctx is done, then closes ln and returns once
@@ -122,6 +126,15 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 		reset(client)
 		return
 	}
+	if r.ProxyProtocol != 0 {
+		if err := r.sendProxyHeader(client, server, peer); err != nil {
+			r.Logger.Debug("sending the PROXY header", "client", peer, "port", r.Port, "err", err)
+			r.Stats.failed()
+			reset(client)
+			reset(server)
+			return
+		}
+	}
 	if debug {
 		r.Logger.Debug("connection open", "client", peer, "port", r.Port)
 	}
@@ -131,6 +144,16 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 	if debug {
 		r.Logger.Debug("connection closed", "client", peer, "port", r.Port, "bytes_in", in, "bytes_out", out)
 	}
+}
+
+func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrPort) error {
+	local := client.LocalAddr().(*net.TCPAddr).AddrPort()
+	hdr, err := ProxyHeader(r.ProxyProtocol, peer, local)
+	if err != nil {
+		return err
+	}
+	_, err = server.Write(hdr)
+	return err
 }
 
 // dial connects to the server, retrying while it refuses for up to r.Wait.

@@ -19,6 +19,11 @@ type helperConfig struct {
 	Foreground     bool           `json:"foreground,omitempty"`
 	LogLevel       string         `json:"log_level"`
 	ConnectTimeout time.Duration  `json:"connect_timeout"`
+	// SourceAddress is "client" (dial the server from the client's
+	// address) or "loopback".
+	SourceAddress string `json:"source_address"`
+	// ProxyProtocol is 1 or 2 to send a PROXY protocol header first.
+	ProxyProtocol int `json:"proxy_protocol,omitempty"`
 }
 
 type socketConfig struct {

@@ -76,10 +76,25 @@ func nsbindCmd(args ...string) *exec.Cmd {
 // listens) or has exited.
 func startNsbind(t *testing.T, args ...string) *nsbindRun {
 	t.Helper()
+	return startNsbindAs(t, nil, args...)
+}
+
+// startNsbindAs is startNsbind with nsbind running as the test user u (nil:
+// as the test itself).
+func startNsbindAs(t *testing.T, u *testUser, args ...string) *nsbindRun {
+	t.Helper()
 	requireUserns(t)
-	portsFile := filepath.Join(t.TempDir(), "ports.json")
+	dir, bin := t.TempDir(), os.Args[0]
+	if u != nil {
+		dir, bin = u.dir, u.bin
+	}
+	portsFile := filepath.Join(dir, "ports.json")
 	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
-	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	r.cmd = exec.Command(bin, append([]string{"__nsbind", "run", "--ports-file", portsFile}, args...)...)
+	if u != nil {
+		r.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
+		r.cmd.Dir = dir
+	}
 	r.cmd.Stdout = r.stdout
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {

@@ -54,12 +54,14 @@ func helperMain() int {
 		return fail(exitFailed, fmt.Errorf("setting up the network namespace: %w", err))
 	}
 
+	dialer := insideDialer(cfg, logger)
+
 	ctx, stopRelays := context.WithCancel(context.Background())
 	defer stopRelays()
 	var relays sync.WaitGroup
 	for i, sc := range cfg.Sockets {
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
-		serve, err := relayFor(sc, f, cfg, logger)
+		serve, err := relayFor(sc, f, cfg, dialer, logger)
 		f.Close()
 		if err != nil {
 			return fail(exitFailed, err)
@@ -138,7 +140,7 @@ func helperMain() int {
 }
 
 // relayFor makes the relay of one inherited host socket.
-func relayFor(sc socketConfig, f *os.File, cfg helperConfig, logger *slog.Logger) (func(context.Context) error, error) {
+func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer forward.Dialer, logger *slog.Logger) (func(context.Context) error, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
@@ -150,10 +152,29 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, logger *slog.Logger
 			ln.Close()
 			return nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
-		r := &forward.TCPRelay{Port: sc.Inside, Dialer: forward.LoopbackDialer{}, Wait: cfg.ConnectTimeout, Logger: logger}
+		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol}
 		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
+}
+
+// insideDialer chooses how the relays dial the server: from the client's
+// own address where the kernel allows it (the server then sees the real
+// client), from loopback otherwise, or when asked, or when the server reads
+// the client from a PROXY protocol header.
+func insideDialer(cfg helperConfig, logger *slog.Logger) forward.Dialer {
+	if cfg.SourceAddress != "client" || cfg.ProxyProtocol != 0 || len(cfg.Sockets) == 0 {
+		return forward.LoopbackDialer{}
+	}
+	err := forward.CheckTransparent()
+	if err == nil {
+		err = nsutil.SetupReplyRouting()
+	}
+	if err != nil {
+		logger.Warn("the server will see clients as coming from loopback: this kernel does not let nsbind keep their addresses", "err", err)
+		return forward.LoopbackDialer{}
+	}
+	return forward.TransparentDialer{}
 }
 
 // waitTimeout waits for wg, at most d.

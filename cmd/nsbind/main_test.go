@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 //	echo PORT      TCP echo on [::]:PORT, each connection half-closed after its echo
 //	echo4 PORT     the same on 0.0.0.0:PORT only
 //	sigwait        prints "ready", exits 42 on SIGTERM
+//	peer PORT [HOLD]  TCP on [::]:PORT: answers each connection with the
+//	               client address it sees and closes; with HOLD (ADDR:PORT)
+//	               it also keeps a listener there, taking that port inside
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -69,6 +72,30 @@ func testServer(args []string) int {
 				io.Copy(c, c)
 				c.(*net.TCPConn).CloseWrite()
 			}()
+		}
+	case "peer":
+		port, _ := strconv.Atoi(args[1])
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if len(args) > 2 {
+			hold, err := net.Listen("tcp", args[2])
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer hold.Close()
+		}
+		fmt.Println("listening")
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return 1
+			}
+			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+			c.Close()
 		}
 	case "sigwait":
 		sigs := make(chan os.Signal, 1)

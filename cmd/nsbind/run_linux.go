@@ -32,6 +32,9 @@ type runOptions struct {
 	logLevel       string
 	connectTimeout time.Duration
 	portsFile      string
+	sourceAddress  string
+	proxyProtocol  string
+	proxyVersion   int
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -64,6 +67,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.StringVar(&o.sourceAddress, "source-address", "client", "where the server sees TCP and UDP connections come from: client (the real client's address and port) or loopback")
+	fs.StringVar(&o.proxyProtocol, "proxy-protocol", "", "send a PROXY protocol header (v1 or v2) first on each TCP connection, for servers configured to expect one")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -96,7 +101,27 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --connect-timeout must not be negative\n")
 		return exitFailed
 	}
+	if o.sourceAddress != "client" && o.sourceAddress != "loopback" {
+		fmt.Fprintf(stderr, "nsbind: invalid --source-address %q: use client (the server sees the real client) or loopback\n", o.sourceAddress)
+		return exitFailed
+	}
+	proxyVersion := 0
+	switch o.proxyProtocol {
+	case "":
+	case "v1", "1":
+		proxyVersion = 1
+	case "v2", "2":
+		proxyVersion = 2
+	default:
+		fmt.Fprintf(stderr, "nsbind: invalid --proxy-protocol %q: use v1 or v2\n", o.proxyProtocol)
+		return exitFailed
+	}
+	if o.quiet {
+		level = max(level, slog.LevelError)
+		o.logLevel = level.String()
+	}
 	logger := newLogger(stderr, level)
+	o.proxyVersion = proxyVersion
 	return runParent(o, command, logger, stderr)
 }
 
@@ -138,6 +163,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		Foreground:     terminalIsOurs(),
 		LogLevel:       o.logLevel,
 		ConnectTimeout: o.connectTimeout,
+		SourceAddress:  o.sourceAddress,
+		ProxyProtocol:  o.proxyVersion,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {

@@ -1,0 +1,126 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// transparentDialTimeout bounds one dial from the client's address. On
+// loopback a dial completes at once; one that hangs means the SYN-ACK has
+// no way back (the reply route is missing).
+const transparentDialTimeout = 3 * time.Second
+
+// TransparentDialer dials the server from the client's own address and
+// port, so that the server's accept() sees the real client.
+//
+// It binds a socket with IP_TRANSPARENT / IPV6_TRANSPARENT, which lets it
+// use an address that is not local and needs CAP_NET_ADMIN in the network
+// namespace's user namespace (fact 5 of DESIGN.md). The server's replies
+// go to that foreign address: without the reply route that
+// nsutil.SetupReplyRouting installs they would be lost and the dial would
+// hang. When the client's port is taken inside (the same address and port
+// still in use, e.g. in TIME_WAIT) it keeps the address and lets the
+// kernel choose the port. A client of the other family than the server
+// listens on is dialed from loopback, as LoopbackDialer does.
+type TransparentDialer struct{}
+
+// DialTCP implements Dialer.
+func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	server := loopback4
+	if client.Addr().Is6() {
+		server = loopback6
+	}
+	target := netip.AddrPortFrom(server, port)
+	c, err := dialFrom(ctx, client, target)
+	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+		c, err = dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target)
+	}
+	if err == nil {
+		return c, nil
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// The server may listen on the other family only.
+		other := loopback6
+		if server == loopback6 {
+			other = loopback4
+		}
+		if c, err2 := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(other, port))); err2 == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+// dialFrom connects to target from src with a transparent socket. Port 0
+// in src lets the kernel choose the port at connect time.
+func dialFrom(ctx context.Context, src, target netip.AddrPort) (*net.TCPConn, error) {
+	d := net.Dialer{
+		LocalAddr: net.TCPAddrFromAddrPort(src),
+		Timeout:   transparentDialTimeout,
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), src.Addr().Is6(), src.Port() == 0) })
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	c, err := d.DialContext(ctx, "tcp", target.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// setTransparent lets the socket fd bind an address that is not local.
+// noPort defers the choice of the port to connect(), where the kernel can
+// pick one that is free for the 4-tuple.
+func setTransparent(fd int, v6, noPort bool) error {
+	var err error
+	if v6 {
+		err = unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+	} else {
+		err = unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+	}
+	if err != nil {
+		return fmt.Errorf("setting IP_TRANSPARENT: %w", err)
+	}
+	if noPort {
+		// Best effort: without it the kernel picks the port at bind.
+		unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}
+	return nil
+}
+
+// CheckTransparent reports whether this process may use transparent
+// sockets in its network namespace (it needs CAP_NET_ADMIN there).
+func CheckTransparent() error {
+	for _, v6 := range []bool{false, true} {
+		family := unix.AF_INET
+		if v6 {
+			family = unix.AF_INET6
+		}
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			if v6 && errors.Is(err, syscall.EAFNOSUPPORT) {
+				continue // no IPv6 here: nothing to check
+			}
+			return err
+		}
+		err = setTransparent(fd, v6, false)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
