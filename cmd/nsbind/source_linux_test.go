@@ -68,6 +68,7 @@ func TestClientPortTakenInside(t *testing.T) {
 	hold := ln.Addr().String() // free on the host once closed; taken inside
 	ln.Close()
 	r := startNsbind(t, "-p", "80:0", "--", os.Args[0], "__server", "peer", "80", hold)
+	r.waitOutput("listening") // the server holds the port inside
 	seen, own := askPeer(t, netip.MustParseAddrPort(hold), r.addr(4))
 	if own != hold {
 		t.Fatalf("the client did not get %s (got %s)", hold, own)
