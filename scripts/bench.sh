@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# nsbind side by side with direct loopback (and its peers where installed).
+#
+#   scripts/bench.sh                 3 interleaved rounds, 3 s per measurement
+#   scripts/bench.sh -r 5 -d 5       more rounds, longer measurements
+#   scripts/bench.sh --peers         also install rootlesskit (+slirp4netns) and pasta (root)
+#   scripts/bench.sh --quick         1 round of 1 s (a smoke test of the script)
+#
+# Every mode serves the same server (scripts/benchserver: HTTP "hello" + UDP
+# echo, and iperf3) on loopback; the modes are interleaved round by round and
+# the table shows medians with each figure's ratio to direct. Only loopback
+# is used; every wait is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=3 dur=3 peers=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -r) rounds=$2; shift 2 ;;
+    -d) dur=$2; shift 2 ;;
+    --peers) peers=1; shift ;;
+    --quick) rounds=1 dur=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '== %s\n' "$*" >&2; }
+
+need=(iperf3 wrk python3 curl)
+[ "$peers" = 1 ] && need+=(rootlesskit slirp4netns passt)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bench.sh: install ${missing[*]} first (or run as root)" >&2; exit 1
+  fi
+  say "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+work=$(mktemp -d /tmp/nsbind-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "building nsbind and the bench server"
+CGO_ENABLED=0 go build -o "$work/nsbind" ./cmd/nsbind
+CGO_ENABLED=0 go build -o "$work/benchserver" ./scripts/benchserver
+chmod 755 "$work" "$work/nsbind" "$work/benchserver"
+nsbind=$work/nsbind bs=$work/benchserver
+
+# 10,000 idle connections need ~20,000 descriptors in the relay.
+if [ "$(id -u)" = 0 ]; then ulimit -Hn 1048576 2>/dev/null || true; fi
+ulimit -Sn "$(ulimit -Hn)"
+
+# Ports on the host, fresh per run.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_tcp PORT: until 127.0.0.1:PORT answers HTTP (bounded 10 s).
+wait_http() {
+  for _ in $(seq 1000); do
+    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" && return 0
+    sleep 0.01
+  done
+  echo "bench.sh: nothing answers on 127.0.0.1:$1" >&2; return 1
+}
+
+modes=(direct relay)
+if "$nsbind" run --help 2>&1 | grep -q -- '--direct'; then modes+=(direct-handoff); fi
+if [ "$(id -u)" = 0 ] && "$nsbind" run --help 2>&1 | grep -q -- '--net '; then modes+=(veth); fi
+if [ "$(id -u)" = 0 ] && command -v rootlesskit >/dev/null && command -v slirp4netns >/dev/null; then modes+=(rootlesskit); fi
+if [ "$(id -u)" = 0 ] && command -v pasta >/dev/null; then modes+=(pasta); fi
+
+inside='iperf3 -s -p 5201 >/dev/null 2>&1 & exec '"$bs"' serve -http :80 -udp :53'
+
+# start_mode MODE: start the servers of MODE; sets HP (HTTP), UP (UDP echo),
+# IP (iperf3) and SERVER_PID.
+start_mode() {
+  HP=$(free_port) UP=$(free_port) IP=$(free_port)
+  case "$1" in
+    direct)
+      sh -c "iperf3 -s -B 127.0.0.1 -p $IP >/dev/null 2>&1 & exec $bs serve -http 127.0.0.1:$HP -udp 127.0.0.1:$UP" &
+      ;;
+    relay|direct-handoff|veth)
+      local extra=()
+      [ "$1" = direct-handoff ] && extra=(--direct)
+      [ "$1" = veth ] && extra=(--net veth)
+      "$nsbind" run -q "${extra[@]}" -p "80:127.0.0.1:$HP" -p "53:127.0.0.1:$UP/udp" \
+        -p "5201:127.0.0.1:$IP" -p "5201:127.0.0.1:$IP/udp" -- sh -c "$inside" &
+      ;;
+    rootlesskit)
+      rootlesskit --net=slirp4netns --port-driver=builtin --disable-host-loopback \
+        -p "127.0.0.1:$HP:80/tcp" -p "127.0.0.1:$UP:53/udp" -p "127.0.0.1:$IP:5201/tcp" -p "127.0.0.1:$IP:5201/udp" \
+        sh -c "$inside" >/dev/null 2>&1 &
+      ;;
+    pasta)
+      pasta --config-net -q -t "127.0.0.1/$HP:80,127.0.0.1/$IP:5201" -u "127.0.0.1/$UP:53,127.0.0.1/$IP:5201" \
+        -- sh -c "$inside" >/dev/null 2>&1 &
+      ;;
+  esac
+  SERVER_PID=$!
+  pids+=("$SERVER_PID")
+  wait_http "$HP"
+}
+
+stop_mode() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 500); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.01; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# forwarder_pids: nsbind's own processes of the running mode (not the server).
+forwarder_pids() {
+  local p=$SERVER_PID out=$SERVER_PID
+  for c in $(cat /proc/$p/task/*/children 2>/dev/null); do
+    [ "$(cat /proc/$c/comm 2>/dev/null)" = nsbind ] && out="$out $c"
+  done
+  echo "$out"
+}
+rss_kib() { local s=0; for p in "$@"; do s=$((s + $(awk '/VmRSS/{print $2}' /proc/$p/status 2>/dev/null || echo 0))); done; echo $s; }
+cpu_ticks() { local s=0; for p in "$@"; do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $s; }
+
+iperf_gbps() { # args... → Gbit/s received
+  iperf3 -c 127.0.0.1 -p "$IP" -t "$dur" -J "$@" 2>/dev/null | python3 -c '
+import json,sys
+d=json.load(sys.stdin)
+e=d["end"]
+s=e.get("sum_received") or e.get("sum")
+print("%.2f" % (s["bits_per_second"]/1e9))'
+}
+wrk_run() { # extra wrk args → "req/s p99ms"
+  wrk -t2 -c32 -d"${dur}s" --latency "$@" "http://127.0.0.1:$HP/" 2>/dev/null | python3 -c '
+import sys,re
+t=sys.stdin.read()
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+m=re.search(r"99%\s+([\d.]+)(us|ms|s)\b",t)
+v=float(m.group(1)); v={"us":v/1000,"ms":v,"s":v*1000}[m.group(2)]
+print("%.0f %.2f" % (rps,v))'
+}
+
+declare -A R   # R[metric,mode] = space-separated values of the rounds
+add() { R[$1,$2]="${R[$1,$2]:-} $3"; }
+
+say "modes: ${modes[*]}; $rounds rounds of ${dur}s measurements"
+for round in $(seq "$rounds"); do
+  for m in "${modes[@]}"; do
+    say "round $round: $m"
+    start_mode "$m"
+    fp=$(forwarder_pids); t0=$(cpu_ticks $fp); w0=$(date +%s%N)
+    add tcp_in "$m" "$(iperf_gbps)"
+    add tcp_out "$m" "$(iperf_gbps -R)"
+    add tcp_4 "$m" "$(iperf_gbps -P 4)"
+    read -r rps p99 < <(wrk_run); add ka_rps "$m" "$rps"; add ka_p99 "$m" "$p99"
+    read -r rps p99 < <(wrk_run -H 'Connection: close'); add nc_rps "$m" "$rps"; add nc_p99 "$m" "$p99"
+    add udp_rt "$m" "$("$bs" udpping -addr "127.0.0.1:$UP" -d "${dur}s" -c 4 2>/dev/null)"
+    add udp_gbps "$m" "$(iperf_gbps -u -b 0 -l 1400)"
+    if [ "$m" != direct ]; then
+      t1=$(cpu_ticks $fp); w1=$(date +%s%N)
+      add cpu "$m" "$(python3 -c "print('%.0f' % (100*($t1-$t0)/$(getconf CLK_TCK)/(($w1-$w0)/1e9)))")"
+      add rss "$m" "$(rss_kib $fp)"
+    fi
+    stop_mode
+  done
+done
+
+say "memory at 10,000 idle connections"
+for m in "${modes[@]}"; do
+  [ "$m" = direct ] && continue
+  start_mode "$m"
+  fp=$(forwarder_pids); before=$(rss_kib $fp)
+  coproc HOLD { "$bs" hold -addr "127.0.0.1:$HP" -n 10000; }
+  if read -r -t 120 line <&"${HOLD[0]}" && [ "$line" = held ]; then
+    after=$(rss_kib $fp)
+    add idle_kib "$m" "$(python3 -c "print('%.1f' % (($after-$before)/10000))")"
+  else
+    add idle_kib "$m" "failed"
+  fi
+  exec {HOLD[1]}>&-; wait "$HOLD_PID" 2>/dev/null || true
+  stop_mode
+done
+
+say "start-up time (command start → first answered request)"
+for m in "${modes[@]}"; do
+  HP=$(free_port) UP=$(free_port) IP=$(free_port)
+  case "$m" in
+    direct) cmd=("$bs" serve -http "127.0.0.1:$HP") ;;
+    relay) cmd=("$nsbind" run -q -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    direct-handoff) cmd=("$nsbind" run -q --direct -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    veth) cmd=("$nsbind" run -q --net veth -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    rootlesskit) cmd=(rootlesskit --net=slirp4netns --port-driver=builtin -p "127.0.0.1:$HP:80/tcp" "$bs" serve -http :80) ;;
+    pasta) cmd=(pasta --config-net -q -t "127.0.0.1/$HP:80" -- "$bs" serve -http :80) ;;
+  esac
+  add start_ms "$m" "$("$bs" startup -n 5 -url "http://127.0.0.1:$HP/" -- "${cmd[@]}" || echo failed)"
+done
+
+# The table: medians, and ratios to direct.
+{
+  echo "META kernel $(uname -r), $(nproc) cores; $(go version | cut -d' ' -f3); $("$nsbind" version); iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
+  command -v rootlesskit >/dev/null && echo "META $(rootlesskit --version 2>&1 | head -1)"
+  command -v pasta >/dev/null && echo "META pasta $(pasta --version 2>&1 | head -1 | awk '{print $NF}')"
+  echo "META $rounds rounds of ${dur}s, medians"
+  echo "MODES ${modes[*]}"
+  for k in "${!R[@]}"; do echo "DATA $k ${R[$k]}"; done
+} | python3 -c '
+import sys, statistics
+meta, modes, data = [], [], {}
+for line in sys.stdin:
+    kind, rest = line.rstrip("\n").split(" ", 1)
+    if kind == "META": meta.append(rest)
+    elif kind == "MODES": modes = rest.split()
+    else:
+        key, *vals = rest.split()
+        metric, mode = key.split(",")
+        nums = [float(v) for v in vals if v not in ("failed", "")]
+        data[(metric, mode)] = statistics.median(nums) if nums else None
+rows = [
+    ("tcp_in", "TCP 1 stream in (Gbit/s)", True), ("tcp_out", "TCP 1 stream out (Gbit/s)", True),
+    ("tcp_4", "TCP 4 streams (Gbit/s)", True), ("ka_rps", "HTTP keep-alive (req/s)", True),
+    ("ka_p99", "HTTP keep-alive p99 (ms)", False), ("nc_rps", "HTTP new conn per request (req/s)", True),
+    ("nc_p99", "HTTP new conn p99 (ms)", False), ("udp_rt", "UDP echo round trips/s", True),
+    ("udp_gbps", "iperf3 UDP (Gbit/s)", True), ("cpu", "forwarder CPU (% of a core)", None),
+    ("rss", "forwarder RSS under load (KiB)", None), ("idle_kib", "forwarder KiB per idle TCP conn (10,000)", None),
+    ("start_ms", "start to first answer (ms)", False),
+]
+print("| measure | " + " | ".join(modes) + " |")
+print("|---" * (len(modes) + 1) + "|")
+for key, name, higher in rows:
+    base = data.get((key, "direct"))
+    cells = []
+    for m in modes:
+        v = data.get((key, m))
+        if v is None: cells.append("—"); continue
+        s = ("%.2f" % v) if v < 100 else ("%.0f" % v)
+        if base and m != "direct" and higher is not None:
+            s += " (%.2f×)" % (v / base)
+        cells.append(s)
+    print("| %s | %s |" % (name, " | ".join(cells)))
+print()
+for m in meta: print("- " + m)
+print("- ratios are to direct; for p99 and start-up a ratio above 1 is worse")
+'
