@@ -121,4 +121,3 @@ func BenchmarkRoundTripRelay(b *testing.B) { benchmarkRoundTrip(b, true) }
 
 // BenchmarkRoundTripDirect is the same straight to the server.
 func BenchmarkRoundTripDirect(b *testing.B) { benchmarkRoundTrip(b, false) }
-
