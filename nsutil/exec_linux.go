@@ -21,6 +21,9 @@ type ExecError struct {
 }
 
 func (e *ExecError) Error() string {
+	if e.Code() == 127 {
+		return fmt.Sprintf("command not found: %s (%v; check its name and your PATH)", e.Command, e.Err)
+	}
 	return fmt.Sprintf("cannot run %s: %v", e.Command, e.Err)
 }
 
