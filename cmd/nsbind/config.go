@@ -19,6 +19,8 @@ type helperConfig struct {
 	Foreground     bool           `json:"foreground,omitempty"`
 	LogLevel       string         `json:"log_level"`
 	ConnectTimeout time.Duration  `json:"connect_timeout"`
+	// Outbound says how programs inside reach out (outbound.go).
+	Outbound outboundConfig `json:"outbound"`
 }
 
 type socketConfig struct {

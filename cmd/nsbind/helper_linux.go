@@ -57,6 +57,10 @@ func helperMain() int {
 	ctx, stopRelays := context.WithCancel(context.Background())
 	defer stopRelays()
 	var relays sync.WaitGroup
+	out, err := startOutbound(ctx, cfg.Outbound, ctrl, &relays, logger)
+	if err != nil {
+		return fail(exitFailed, err)
+	}
 	for i, sc := range cfg.Sockets {
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
 		serve, err := relayFor(sc, f, cfg, logger)
@@ -96,6 +100,10 @@ func helperMain() int {
 		defer close(msgs)
 		for {
 			m, files, err := ctrl.Recv()
+			if err == nil && m.Type == nsutil.MsgSockets {
+				out.add(m, files)
+				continue
+			}
 			for _, f := range files {
 				f.Close()
 			}

@@ -32,6 +32,10 @@ type runOptions struct {
 	logLevel       string
 	connectTimeout time.Duration
 	portsFile      string
+	// Outbound connections (outbound.go, outbound_linux.go).
+	toHost     []string
+	isolated   bool
+	resolvConf string
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -64,6 +68,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.StringArrayVar(&o.toHost, "to-host", nil, "let localhost:PORT inside reach the host's localhost:HOSTPORT: `PORT[:HOSTPORT][/PROTO]` (repeatable)")
+	fs.BoolVar(&o.isolated, "isolated", false, "no way out of the namespace at all: only published ports reach the server")
+	fs.StringVar(&o.resolvConf, "resolv-conf", "", "programs inside see `FILE` as /etc/resolv.conf (a nameserver on loopback is the host's)")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -121,6 +128,10 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 	if err != nil {
 		return fail(exitFailed, err)
 	}
+	outCfg, err := outboundFor(o.toHost, o.isolated, o.resolvConf, bindings)
+	if err != nil {
+		return fail(exitFailed, err)
+	}
 	// Fail on a command that cannot run before anything starts.
 	if _, err := nsutil.LookPath(command[0]); err != nil {
 		return fail(nsutil.FailureCode(err), err)
@@ -138,6 +149,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		Foreground:     terminalIsOurs(),
 		LogLevel:       o.logLevel,
 		ConnectTimeout: o.connectTimeout,
+		Outbound:       outCfg,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {
@@ -190,6 +202,10 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 			}
 			if err != nil {
 				return
+			}
+			if m.Type == nsutil.MsgSockets {
+				supplySockets(h.Ctrl, m, logger)
+				continue
 			}
 			received <- m
 		}
