@@ -1,0 +1,134 @@
+package main
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// testUser is the unprivileged user that root tests run nsbind as, with a
+// copy of the test binary and a directory that user can use.
+type testUser struct {
+	cred *syscall.Credential
+	bin  string
+	dir  string
+}
+
+// asTestUser prepares running nsbind as the unprivileged test user
+// (NSBIND_TEST_USER, default nsbind-test, which scripts/test.sh creates).
+// Only root can switch users: the test skips otherwise.
+func asTestUser(t *testing.T) *testUser {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root for the setup (the namespaces of a remote client); scripts/test.sh runs it as root")
+	}
+	name := os.Getenv("NSBIND_TEST_USER")
+	if name == "" {
+		name = "nsbind-test"
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
+			t.Fatalf("test user %s: %v (scripts/test.sh creates it)", name, err)
+		}
+		t.Skipf("no test user %s: %v", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	// The go tool builds the test binary in a directory only root can
+	// read: copy it where the user can run it.
+	dir, err := os.MkdirTemp("", "nsbind-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "nsbind.test")
+	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(work, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return &testUser{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, bin: bin, dir: work}
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// remoteHost is a network namespace made by the test, joined to the host
+// by a veth pair, with documentation addresses: the host side has
+// 198.51.100.129/25 and 2001:db8:4::1/64, the remote side .130 and ::130.
+type remoteHost struct {
+	t    *testing.T
+	name string
+}
+
+// Addresses of the remote host and of the host on the veth pair.
+const (
+	remote4, remote6 = "198.51.100.130", "2001:db8:4::130"
+	hostVeth4        = "198.51.100.129"
+	hostVeth6        = "2001:db8:4::1"
+)
+
+// newRemoteHost creates the namespace and the veth pair; both are removed
+// when the test ends. It needs root and the ip tool.
+func newRemoteHost(t *testing.T) *remoteHost {
+	t.Helper()
+	ip := needProgram(t, "ip")
+	name := "nsbt" + strconv.Itoa(os.Getpid()%100000)
+	h := &remoteHost{t: t, name: name}
+	hostSide, remoteSide := name+"h", name+"r"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", name)
+	t.Cleanup(func() {
+		exec.Command(ip, "netns", "del", name).Run()
+		exec.Command(ip, "link", "del", hostSide).Run()
+	})
+	run("link", "add", hostSide, "type", "veth", "peer", "name", remoteSide)
+	run("link", "set", remoteSide, "netns", name)
+	run("addr", "add", hostVeth4+"/25", "dev", hostSide)
+	run("-6", "addr", "add", hostVeth6+"/64", "dev", hostSide, "nodad")
+	run("link", "set", hostSide, "up")
+	run("-n", name, "addr", "add", remote4+"/25", "dev", remoteSide)
+	run("-n", name, "-6", "addr", "add", remote6+"/64", "dev", remoteSide, "nodad")
+	run("-n", name, "link", "set", remoteSide, "up")
+	run("-n", name, "link", "set", "lo", "up")
+	return h
+}
+
+// command runs name with args inside the remote host.
+func (h *remoteHost) command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", h.name, name}, args...)...)
+}
