@@ -311,6 +311,10 @@ func queueTo(num uint16, compat bool) []expr.Any {
 // namespace: call it in the helper, or in any process nsutil.Start made
 // (this is what `nsbind doctor` reports). A nil error means supported;
 // otherwise the error wraps ErrNoNetfilter or says why it could not tell.
+// The probe runs on a thread of its own that Go discards afterwards; should
+// that be the main thread, Go parks it instead, still in the throwaway
+// namespace, so /proc/self/net may show that one (/proc/thread-self/net
+// does not).
 func ProbeOutbound() error {
 	errc := make(chan error, 1)
 	go func() {
