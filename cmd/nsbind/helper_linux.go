@@ -121,6 +121,7 @@ func helperMain() int {
 			srv.KillAll()
 			stopRelays()
 			waitTimeout(&relays, drainTimeout)
+			out.logTotals(logger)
 			ctrl.Send(nsutil.Msg{Type: nsutil.MsgExit, Code: st.ExitCode(), Signal: int(st.Signal)})
 			return 0
 		case <-srv.Stopped():

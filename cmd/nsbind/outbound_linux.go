@@ -52,6 +52,16 @@ func (o *outbound) add(m nsutil.Msg, files []*os.File) {
 	o.pool.Add(forward.SocketKind(m.Kind), files)
 }
 
+// logTotals logs what outbound connections moved, at debug level.
+func (o *outbound) logTotals(logger *slog.Logger) {
+	if o == nil {
+		return
+	}
+	s := o.stats
+	logger.Debug("outbound totals", "conns", s.Conns.Load(), "failed", s.Failed.Load(),
+		"bytes_out", s.BytesIn.Load(), "bytes_in", s.BytesOut.Load(), "datagrams", s.Datagrams.Load())
+}
+
 // startOutbound sets up the way out of the namespace (see
 // nsutil.SetupOutbound) and starts serving it on goroutines counted in wg,
 // which end with ctx. Where the kernel lacks what it needs, it says so once

@@ -12,11 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/nsutil"
 )
 
 // connectProbe is a client for programs inside: it connects to HOST PORT
@@ -332,8 +336,8 @@ func TestOutboundRemote(t *testing.T) {
 			if code != 0 || out != "hello from the remote host\n" {
 				t.Fatalf("%s: exit %d, %q\nstderr:\n%s", url, code, out, stderr)
 			}
-			if !strings.Contains(stderr, "outbound connection open") {
-				t.Errorf("%s: no outbound connection in the debug log:\n%s", url, stderr)
+			if !strings.Contains(stderr, "outbound connection open") || !regexp.MustCompile(`outbound totals conns=1 failed=0 bytes_out=[1-9]\d* bytes_in=[1-9]\d*`).MatchString(stderr) {
+				t.Errorf("%s: no outbound connection counted in the debug log:\n%s", url, stderr)
 			}
 		}
 	})
@@ -468,4 +472,24 @@ func writeRandomFile(t *testing.T, path string, size int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+func TestVerdictFor(t *testing.T) {
+	tests := []struct {
+		err  error
+		want nsutil.Verdict
+	}{
+		{nil, nsutil.VerdictAccept},
+		{fmt.Errorf("connect: %w", syscall.ECONNREFUSED), nsutil.VerdictRefuse},
+		{syscall.EHOSTUNREACH, nsutil.VerdictHostUnreach},
+		{syscall.ENETUNREACH, nsutil.VerdictNetUnreach},
+		{syscall.EACCES, nsutil.VerdictProhibited},
+		{syscall.ETIMEDOUT, nsutil.VerdictDrop},
+		{forward.ErrNoHostSocket, nsutil.VerdictDrop},
+	}
+	for _, tt := range tests {
+		if got := verdictFor(tt.err); got != tt.want {
+			t.Errorf("verdictFor(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
 }
