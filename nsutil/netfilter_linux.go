@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 
 	"github.com/google/nftables"
@@ -101,16 +102,21 @@ func setupRoutes() error {
 	idx := lo.Attrs().Index
 	routes := []netlink.Route{
 		{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Src: net.IPv4(127, 0, 0, 1), Scope: netlink.SCOPE_LINK},
-		{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}},
 		{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, Table: RouteTable, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST},
-		{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Table: RouteTable, Type: unix.RTN_LOCAL},
+	}
+	families := []int{unix.AF_INET}
+	if ipv6() {
+		routes = append(routes,
+			netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}},
+			netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Table: RouteTable, Type: unix.RTN_LOCAL})
+		families = append(families, unix.AF_INET6)
 	}
 	for _, rt := range routes {
 		if err := netlink.RouteAdd(&rt); err != nil {
 			return fmt.Errorf("adding route %s table %d: %w", rt.Dst, rt.Table, err)
 		}
 	}
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+	for _, family := range families {
 		rule := netlink.NewRule()
 		rule.Family = family
 		rule.Mark = MarkUDP
@@ -121,6 +127,14 @@ func setupRoutes() error {
 		}
 	}
 	return nil
+}
+
+// ipv6 reports whether the kernel has IPv6 (not booted with
+// ipv6.disable=1): without it, outbound connections are IPv4 only, as on
+// the host.
+func ipv6() bool {
+	_, err := os.Stat("/proc/net/if_inet6")
+	return err == nil
 }
 
 // removeRules deletes nsbind's tables, if any.
@@ -186,6 +200,9 @@ func programRules(r OutboundRules, compat bool) error {
 		return fmt.Errorf("opening nftables: %w", err)
 	}
 	for _, f := range families {
+		if f.fam == nftables.TableFamilyIPv6 && !ipv6() {
+			continue
+		}
 		t := c.AddTable(&nftables.Table{Name: tableName, Family: f.fam})
 		chain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32) *nftables.Chain {
 			return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio))})

@@ -57,6 +57,7 @@ go test -race -count=1 -timeout 15m ./...
 
 say "fuzzing ParseSpec for $fuzztime"
 go test -run '^$' -fuzz '^FuzzParseSpec$' -fuzztime "$fuzztime" ./forward/
+go test -run '^$' -fuzz '^FuzzParseToHost$' -fuzztime "$fuzztime" ./forward/
 
 if [ "$(id -u)" = 0 ]; then
   say "tests as the unprivileged user $test_user"
