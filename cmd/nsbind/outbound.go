@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nsbind/nsbind/forward"
@@ -73,6 +74,11 @@ func outboundFor(toHost []string, isolated bool, resolvConf string, published []
 			return out, fmt.Errorf("--resolv-conf: %w", err)
 		}
 		f.Close()
+		// The helper mounts it from its own working directory: make it
+		// absolute here.
+		if abs, err := filepath.Abs(resolvConf); err == nil {
+			resolvConf = abs
+		}
 		out.ResolvConf = resolvConf
 		path = resolvConf
 	}
