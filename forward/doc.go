@@ -8,8 +8,15 @@
 // they accept host connections and dial the server through a Dialer, which
 // connects inside because the helper lives there.
 //
+// Outbound, the other way round: NewHostSockets runs in the parent and
+// makes unconnected host sockets; the helper keeps them in a SocketPool and
+// connects them itself, so Outbound (TCP) and UDPOutbound reach the world
+// with the host's routing and see the host's errors.
+//
 // Concurrency: Serve runs on one goroutine per host socket and starts two
 // goroutines per TCP connection, one per direction. Serve returns only after
 // every connection goroutine has ended. Stats may be read from any goroutine.
+// Outbound.Dial and Serve, UDPOutbound's Serve methods and every SocketPool
+// method may run on any goroutines.
 // forward never imports nsutil; cmd/nsbind wires the two together.
 package forward

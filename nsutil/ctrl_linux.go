@@ -20,6 +20,9 @@ const (
 	// From the parent to the helper.
 	MsgSignal   = "signal"   // deliver Signal to the server
 	MsgContinue = "continue" // continue a stopped server; Foreground says whether it gets the terminal
+	// Both ways: the helper asks for N unconnected host sockets of Kind
+	// (outbound connections); the parent answers with them attached.
+	MsgSockets = "sockets"
 )
 
 // Msg is one message on the control channel.
@@ -30,10 +33,15 @@ type Msg struct {
 	Pid        int    `json:"pid,omitempty"`
 	Text       string `json:"text,omitempty"`
 	Foreground bool   `json:"fg,omitempty"`
+	Kind       string `json:"kind,omitempty"`
+	N          int    `json:"n,omitempty"`
 }
 
 // maxMsg bounds one message; messages are small JSON objects.
 const maxMsg = 64 << 10
+
+// MaxFiles bounds the files passed with one message.
+const MaxFiles = 64
 
 // Ctrl is one end of the control channel between nsbind and its helper: a
 // SOCK_SEQPACKET socket pair, so each message arrives whole and a closed
@@ -80,7 +88,7 @@ func (c *Ctrl) Send(m Msg, files ...*os.File) error {
 // other end is gone) it returns io.EOF.
 func (c *Ctrl) Recv() (Msg, []*os.File, error) {
 	buf := make([]byte, maxMsg)
-	oob := make([]byte, unix.CmsgSpace(4*16))
+	oob := make([]byte, unix.CmsgSpace(4*MaxFiles))
 	n, oobn, _, _, err := c.c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Msg{}, nil, err

@@ -7,12 +7,15 @@
 //
 // Processes: Start runs in nsbind's parent on the host. SetupLoopback,
 // MountProc, StartServer and the Server methods run in the helper, inside
-// the namespaces. ExecServer runs in the exec step, the short-lived process
+// the namespaces, and so do SetupOutbound, OpenQueue and BindResolvConf.
+// ProbeOutbound runs in any process with CAP_NET_ADMIN in its user
+// namespace (the helper, or one nsbind doctor starts). ExecServer runs in the exec step, the short-lived process
 // that becomes the server.
 //
 // Concurrency: Start forks from a goroutine locked to its thread for the
 // helper's whole life (Go's Pdeathsig is tied to the forking thread).
 // Ctrl.Send may be called from any goroutine, Ctrl.Recv from one at a time.
+// Queue.Next is called from one goroutine, Queue.Verdict from any.
 // After StartServer the calling process reaps all its children on its own
 // goroutine and must start no other child process. ExecServer works on one
 // locked thread, because capabilities and no_new_privs are per thread.

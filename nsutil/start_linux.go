@@ -23,10 +23,12 @@ const (
 // although it runs as the user's own uid inside (fact 8 of DESIGN.md):
 // CAP_NET_ADMIN brings lo up and writes the namespace's net sysctls,
 // CAP_SYS_ADMIN mounts a fresh /proc, CAP_SETPCAP lets the exec step drop
-// the server's bounding set. Without them the helper could do none of it
-// (an exec as a non-root uid clears every capability that is not ambient).
+// the server's bounding set, CAP_NET_RAW sends the ICMP errors that tell a
+// program inside its outbound connection failed (nfqueue_linux.go).
+// Without them the helper could do none of it (an exec as a non-root uid
+// clears every capability that is not ambient).
 func helperCaps() []uintptr {
-	return []uintptr{unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN, unix.CAP_SETPCAP}
+	return []uintptr{unix.CAP_NET_ADMIN, unix.CAP_SYS_ADMIN, unix.CAP_SETPCAP, unix.CAP_NET_RAW}
 }
 
 // Config says how to start the helper.

@@ -17,6 +17,9 @@ export NSBIND_TEST_REQUIRE_USERNS=1
 
 # Programs the end-to-end tests drive (Debian package names).
 packages=(curl python3 strace bash procps nginx iproute2)
+# Outbound connections: the remote host's namespace and veth (ip), DNS
+# servers (dnsmasq) and clients (dig, getent).
+packages+=(iproute2 dnsmasq-base bind9-dnsutils libc-bin)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()
@@ -54,6 +57,7 @@ go test -race -count=1 -timeout 15m ./...
 
 say "fuzzing ParseSpec for $fuzztime"
 go test -run '^$' -fuzz '^FuzzParseSpec$' -fuzztime "$fuzztime" ./forward/
+go test -run '^$' -fuzz '^FuzzParseToHost$' -fuzztime "$fuzztime" ./forward/
 
 if [ "$(id -u)" = 0 ]; then
   say "tests as the unprivileged user $test_user"

@@ -24,6 +24,8 @@ type helperConfig struct {
 	SourceAddress string `json:"source_address"`
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header first.
 	ProxyProtocol int `json:"proxy_protocol,omitempty"`
+	// Outbound says how programs inside reach out (outbound.go).
+	Outbound outboundConfig `json:"outbound"`
 }
 
 type socketConfig struct {

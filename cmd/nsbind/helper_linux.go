@@ -59,6 +59,10 @@ func helperMain() int {
 	ctx, stopRelays := context.WithCancel(context.Background())
 	defer stopRelays()
 	var relays sync.WaitGroup
+	out, err := startOutbound(ctx, cfg.Outbound, ctrl, &relays, logger)
+	if err != nil {
+		return fail(exitFailed, err)
+	}
 	for i, sc := range cfg.Sockets {
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
 		serve, err := relayFor(sc, f, cfg, dialer, logger)
@@ -98,6 +102,10 @@ func helperMain() int {
 		defer close(msgs)
 		for {
 			m, files, err := ctrl.Recv()
+			if err == nil && m.Type == nsutil.MsgSockets {
+				out.add(m, files)
+				continue
+			}
 			for _, f := range files {
 				f.Close()
 			}
@@ -115,6 +123,7 @@ func helperMain() int {
 			srv.KillAll()
 			stopRelays()
 			waitTimeout(&relays, drainTimeout)
+			out.logTotals(logger)
 			ctrl.Send(nsutil.Msg{Type: nsutil.MsgExit, Code: st.ExitCode(), Signal: int(st.Signal)})
 			return 0
 		case <-srv.Stopped():

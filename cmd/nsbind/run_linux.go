@@ -35,6 +35,10 @@ type runOptions struct {
 	sourceAddress  string
 	proxyProtocol  string
 	proxyVersion   int
+	// Outbound connections (outbound.go, outbound_linux.go).
+	toHost     []string
+	isolated   bool
+	resolvConf string
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -69,6 +73,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
 	fs.StringVar(&o.sourceAddress, "source-address", "client", "where the server sees TCP and UDP connections come from: client (the real client's address and port) or loopback")
 	fs.StringVar(&o.proxyProtocol, "proxy-protocol", "", "send a PROXY protocol header (v1 or v2) first on each TCP connection, for servers configured to expect one")
+	fs.StringArrayVar(&o.toHost, "to-host", nil, "let localhost:PORT inside reach the host's localhost:HOSTPORT: `PORT[:HOSTPORT][/PROTO]` (repeatable)")
+	fs.BoolVar(&o.isolated, "isolated", false, "no way out of the namespace at all: only published ports reach the server")
+	fs.StringVar(&o.resolvConf, "resolv-conf", "", "programs inside see `FILE` as /etc/resolv.conf (a nameserver on loopback is the host's)")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -146,6 +153,10 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 	if err != nil {
 		return fail(exitFailed, err)
 	}
+	outCfg, err := outboundFor(o.toHost, o.isolated, o.resolvConf, bindings)
+	if err != nil {
+		return fail(exitFailed, err)
+	}
 	// Fail on a command that cannot run before anything starts.
 	if _, err := nsutil.LookPath(command[0]); err != nil {
 		return fail(nsutil.FailureCode(err), err)
@@ -165,6 +176,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		ConnectTimeout: o.connectTimeout,
 		SourceAddress:  o.sourceAddress,
 		ProxyProtocol:  o.proxyVersion,
+		Outbound:       outCfg,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {
@@ -217,6 +229,10 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 			}
 			if err != nil {
 				return
+			}
+			if m.Type == nsutil.MsgSockets {
+				supplySockets(h.Ctrl, m, logger)
+				continue
 			}
 			received <- m
 		}

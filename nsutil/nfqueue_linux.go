@@ -1,0 +1,399 @@
+package nsutil
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// nfnetlink_queue, from linux/netfilter/nfnetlink_queue.h (x/sys/unix does
+// not carry these).
+const (
+	nfqnlMsgPacket  = 0
+	nfqnlMsgVerdict = 1
+	nfqnlMsgConfig  = 2
+
+	nfqaPacketHdr  = 1
+	nfqaVerdictHdr = 2
+	nfqaMark       = 3
+	nfqaPayload    = 10
+
+	nfqaCfgCmd         = 1
+	nfqaCfgParams      = 2
+	nfqaCfgQueueMaxlen = 3
+
+	nfqnlCfgCmdBind = 1
+	nfqnlCopyPacket = 2
+
+	nfDrop   = 0
+	nfAccept = 1
+)
+
+// Verdict is what happens to a queued SYN.
+type Verdict int
+
+// Verdicts, and the error the program's connect() then gets.
+const (
+	VerdictAccept      Verdict = iota // redirected to the helper's listener: success
+	VerdictRefuse                     // a TCP reset: ECONNREFUSED
+	VerdictHostUnreach                // ICMP host unreachable: EHOSTUNREACH
+	VerdictNetUnreach                 // ICMP network unreachable: ENETUNREACH
+	VerdictProhibited                 // ICMP prohibited: EACCES (IPv6), EHOSTUNREACH (IPv4)
+	VerdictDrop                       // dropped: the program's SYN retries time out (ETIMEDOUT)
+)
+
+// QueuedSYN is a connection attempt held in the queue.
+type QueuedSYN struct {
+	// ID is the packet's id in the queue, for Verdict.
+	ID uint32
+	// Src is the program's address, Dst where it connects to.
+	Src, Dst netip.AddrPort
+	// head is the packet's IP header and first 8 bytes of TCP header, which
+	// an ICMP error quotes.
+	head []byte
+}
+
+// Queue is a bound NFQUEUE: it receives the SYNs the rules of SetupOutbound
+// queue and gives them their verdicts. Next is called from one goroutine;
+// Verdict from any; Close from any, and it ends a pending Next.
+type Queue struct {
+	f      *os.File
+	num    uint16
+	seq    atomic.Uint32
+	closed atomic.Bool
+}
+
+// maxQueued bounds the SYNs the kernel holds for the helper; past that it
+// drops new ones (the program's SYN is retried).
+const maxQueued = 4096
+
+// OpenQueue binds queue num of the caller's network namespace. It needs
+// CAP_NET_ADMIN there.
+func OpenQueue(num uint16) (*Queue, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("opening nfnetlink: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("binding nfnetlink: %w", err)
+	}
+	// A burst of SYNs must not overflow the socket: the kernel would drop
+	// the packets it cannot deliver, and report ENOBUFS on the next read.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, 1)
+	q := &Queue{f: os.NewFile(uintptr(fd), "nfqueue"), num: num}
+
+	cmd := []byte{nfqnlCfgCmdBind, 0, 0, 0}
+	params := binary.BigEndian.AppendUint32(nil, 0xffff)
+	params = append(params, nfqnlCopyPacket)
+	maxlen := binary.BigEndian.AppendUint32(nil, maxQueued)
+	for _, attrs := range [][]byte{
+		nlattr(nfqaCfgCmd, cmd),
+		append(nlattr(nfqaCfgParams, params), nlattr(nfqaCfgQueueMaxlen, maxlen)...),
+	} {
+		if err := q.request(nfqnlMsgConfig, attrs); err != nil {
+			q.Close()
+			return nil, fmt.Errorf("binding NFQUEUE %d: %w", num, err)
+		}
+	}
+	return q, nil
+}
+
+// request sends a message that the kernel acknowledges and waits for the
+// acknowledgement. It is used before Next runs.
+func (q *Queue) request(typ uint16, attrs []byte) error {
+	seq := q.seq.Add(1)
+	if err := q.send(typ, unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, attrs); err != nil {
+		return err
+	}
+	buf := make([]byte, 8192)
+	for {
+		n, err := q.recv(buf)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq != seq || len(m.Data) < 4 {
+				continue
+			}
+			if errno := -int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+				return unix.Errno(errno)
+			}
+			return nil
+		}
+	}
+}
+
+func (q *Queue) send(typ uint16, flags uint16, seq uint32, attrs []byte) error {
+	const hdr = unix.SizeofNlMsghdr + 4 // nlmsghdr + nfgenmsg
+	b := make([]byte, hdr, hdr+len(attrs))
+	binary.NativeEndian.PutUint32(b[0:], uint32(hdr+len(attrs)))
+	binary.NativeEndian.PutUint16(b[4:], unix.NFNL_SUBSYS_QUEUE<<8|typ)
+	binary.NativeEndian.PutUint16(b[6:], flags)
+	binary.NativeEndian.PutUint32(b[8:], seq)
+	// nfgenmsg: family AF_UNSPEC, version 0, the queue number (big endian).
+	b[16], b[17] = unix.AF_UNSPEC, unix.NFNETLINK_V0
+	binary.BigEndian.PutUint16(b[18:], q.num)
+	b = append(b, attrs...)
+	rc, err := q.f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		return serr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (q *Queue) recv(buf []byte) (int, error) {
+	rc, err := q.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		n    int
+		rerr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
+}
+
+// ErrQueueClosed is returned by Next after Close.
+var ErrQueueClosed = errors.New("queue closed")
+
+// Next waits for the next queued SYN. Packets it cannot read (not TCP) are
+// accepted unchanged.
+func (q *Queue) Next(buf *[]byte) ([]QueuedSYN, error) {
+	if *buf == nil {
+		*buf = make([]byte, 1<<16)
+	}
+	for {
+		n, err := q.recv(*buf)
+		if err != nil {
+			if q.closed.Load() {
+				return nil, ErrQueueClosed
+			}
+			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return nil, fmt.Errorf("reading NFQUEUE %d: %w", q.num, err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage((*buf)[:n])
+		if err != nil {
+			continue
+		}
+		var out []QueuedSYN
+		for _, m := range msgs {
+			if m.Header.Type != unix.NFNL_SUBSYS_QUEUE<<8|nfqnlMsgPacket || len(m.Data) < 4 {
+				continue
+			}
+			var (
+				id      uint32
+				haveID  bool
+				payload []byte
+			)
+			for typ, val := range nlattrs(m.Data[4:]) {
+				switch typ {
+				case nfqaPacketHdr:
+					if len(val) >= 4 {
+						id, haveID = binary.BigEndian.Uint32(val), true
+					}
+				case nfqaPayload:
+					payload = val
+				}
+			}
+			if !haveID {
+				continue
+			}
+			src, dst, head, ok := parseTCPTuple(payload)
+			if !ok {
+				q.verdict(id, nfAccept, 0)
+				continue
+			}
+			out = append(out, QueuedSYN{ID: id, Src: src, Dst: dst, head: head})
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+}
+
+// Verdict releases the queued SYN s with v.
+func (q *Queue) Verdict(s QueuedSYN, v Verdict) error {
+	switch v {
+	case VerdictAccept:
+		return q.verdict(s.ID, nfAccept, MarkAccept)
+	case VerdictRefuse:
+		return q.verdict(s.ID, nfAccept, MarkRefuse)
+	case VerdictHostUnreach, VerdictNetUnreach, VerdictProhibited:
+		err := sendUnreach(s, v)
+		if err2 := q.verdict(s.ID, nfDrop, 0); err == nil {
+			err = err2
+		}
+		return err
+	}
+	return q.verdict(s.ID, nfDrop, 0)
+}
+
+// sendUnreach answers the SYN s with an ICMP destination unreachable, as a
+// router on the way would, so that the program's connect() fails with the
+// matching errno. The kernel's own `reject with icmp` does not do it here:
+// for IPv4 it sends nothing at all about a packet leaving through lo. This
+// needs CAP_NET_RAW in the namespace.
+func sendUnreach(s QueuedSYN, v Verdict) error {
+	var (
+		family, proto int
+		typ, code     byte
+	)
+	if s.Src.Addr().Is4() {
+		family, proto, typ = unix.AF_INET, unix.IPPROTO_ICMP, 3 // ICMP_DEST_UNREACH
+		code = map[Verdict]byte{VerdictHostUnreach: 1, VerdictNetUnreach: 0, VerdictProhibited: 13}[v]
+	} else {
+		family, proto, typ = unix.AF_INET6, unix.IPPROTO_ICMPV6, 1 // ICMPV6_DEST_UNREACH
+		code = map[Verdict]byte{VerdictHostUnreach: 3, VerdictNetUnreach: 0, VerdictProhibited: 1}[v]
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return fmt.Errorf("opening a raw ICMP socket: %w", err)
+	}
+	defer unix.Close(fd)
+	msg := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, s.head...)
+	var to unix.Sockaddr
+	if family == unix.AF_INET {
+		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+		to = &unix.SockaddrInet4{Addr: s.Src.Addr().As4()}
+	} else {
+		// The kernel computes the ICMPv6 checksum (it covers a pseudo
+		// header only it knows for sure).
+		to = &unix.SockaddrInet6{Addr: s.Src.Addr().As16()}
+	}
+	if err := unix.Sendto(fd, msg, 0, to); err != nil {
+		return fmt.Errorf("sending ICMP unreachable to %s: %w", s.Src.Addr(), err)
+	}
+	return nil
+}
+
+// icmpChecksum is the Internet checksum of b.
+func icmpChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+func (q *Queue) verdict(id, v, mark uint32) error {
+	hdr := binary.BigEndian.AppendUint32(nil, v)
+	hdr = binary.BigEndian.AppendUint32(hdr, id)
+	attrs := nlattr(nfqaVerdictHdr, hdr)
+	if mark != 0 {
+		attrs = append(attrs, nlattr(nfqaMark, binary.BigEndian.AppendUint32(nil, mark))...)
+	}
+	return q.send(nfqnlMsgVerdict, unix.NLM_F_REQUEST, 0, attrs)
+}
+
+// Close unbinds the queue. Packets still queued are dropped by the kernel.
+func (q *Queue) Close() error {
+	q.closed.Store(true)
+	return q.f.Close()
+}
+
+// parseTCPTuple reads the addresses and ports of an IPv4 or IPv6 TCP packet.
+func parseTCPTuple(p []byte) (src, dst netip.AddrPort, head []byte, ok bool) {
+	if len(p) < 1 {
+		return
+	}
+	var (
+		s, d netip.Addr
+		l4   []byte
+	)
+	switch p[0] >> 4 {
+	case 4:
+		ihl := int(p[0]&0x0f) * 4
+		if len(p) < 20 || ihl < 20 || len(p) < ihl+4 || p[9] != unix.IPPROTO_TCP {
+			return
+		}
+		s = netip.AddrFrom4([4]byte(p[12:16]))
+		d = netip.AddrFrom4([4]byte(p[16:20]))
+		l4 = p[ihl:]
+	case 6:
+		// The SYNs nsbind queues carry no extension headers.
+		if len(p) < 44 || p[6] != unix.IPPROTO_TCP {
+			return
+		}
+		s = netip.AddrFrom16([16]byte(p[8:24]))
+		d = netip.AddrFrom16([16]byte(p[24:40]))
+		l4 = p[40:]
+	default:
+		return
+	}
+	if len(l4) < 8 {
+		return
+	}
+	head = bytes.Clone(p[:len(p)-len(l4)+8])
+	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4[0:])),
+		netip.AddrPortFrom(d, binary.BigEndian.Uint16(l4[2:])), head, true
+}
+
+// nlattr encodes one netlink attribute, padded to 4 bytes.
+func nlattr(typ uint16, val []byte) []byte {
+	l := 4 + len(val)
+	b := make([]byte, 4, (l+3)&^3)
+	binary.NativeEndian.PutUint16(b[0:], uint16(l))
+	binary.NativeEndian.PutUint16(b[2:], typ)
+	b = append(b, val...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// nlattrs iterates over the netlink attributes in b.
+func nlattrs(b []byte) func(yield func(uint16, []byte) bool) {
+	return func(yield func(uint16, []byte) bool) {
+		for len(b) >= 4 {
+			l := int(binary.NativeEndian.Uint16(b[0:]))
+			typ := binary.NativeEndian.Uint16(b[2:]) & 0x3fff
+			if l < 4 || l > len(b) {
+				return
+			}
+			if !yield(typ, b[4:l]) {
+				return
+			}
+			l = (l + 3) &^ 3
+			if l > len(b) {
+				return
+			}
+			b = b[l:]
+		}
+	}
+}
