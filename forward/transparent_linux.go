@@ -53,6 +53,13 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 			other = loopback4
 		}
 		if c, err2 := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(other, port))); err2 == nil {
+			// A server that was just starting may have begun to listen
+			// on both families in between: then keep the client's
+			// address after all.
+			if again, err3 := dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target); err3 == nil {
+				c.Close()
+				return again, nil
+			}
 			return c, nil
 		}
 	}
