@@ -79,8 +79,6 @@ type UDPRelay struct {
 	// Stats, if not nil, counts flows (as Conns and Active), bytes and
 	// datagrams.
 	Stats *Stats
-
-	noBatch bool // TEMP for measuring
 }
 
 // Serve relays datagrams from host until ctx is done, then closes host and
@@ -102,20 +100,16 @@ func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
 	if s.max <= 0 {
 		s.max = DefaultUDPMaxFlows
 	}
-	rc, err := host.SyscallConn()
-	if err != nil {
-		return err
+	s.bufs.New = func() any {
+		b := make([]byte, maxDatagram)
+		return &b
 	}
-	s.hostRC = rc
 	defer s.shutdown()
 	stop := context.AfterFunc(ctx, func() { host.Close() })
 	defer stop()
 	// Best effort: a bigger buffer only loses fewer datagrams in a burst.
 	host.SetReadBuffer(hostReadBuffer)
-	if r.noBatch {
-		return s.readHost()
-	}
-	return s.readHostBatch()
+	return s.readHost()
 }
 
 // udpServer is the state of one Serve call.
@@ -123,13 +117,15 @@ type udpServer struct {
 	r       *UDPRelay
 	ctx     context.Context
 	host    *net.UDPConn
-	hostRC  syscall.RawConn
 	timeout time.Duration
 	max     int
 	epoch   time.Time // clock of the flows: nanoseconds since epoch
 	debug   bool
 	wg      sync.WaitGroup // flow goroutines
 	pending atomic.Int64   // bytes held in flows' pending copies
+	// bufs holds buffers for the server's replies, taken only while a
+	// reply is read and sent, so that waiting flows hold none.
+	bufs sync.Pool
 
 	mu    sync.Mutex // guards flows, lru and every flow's elem and gone
 	flows map[netip.AddrPort]*udpFlow
@@ -143,10 +139,9 @@ func (s *udpServer) now() int64 { return int64(time.Since(s.epoch)) }
 // needed. It runs on the goroutine that reads the host socket.
 func (s *udpServer) fromHost(client netip.AddrPort, b []byte) {
 	f := s.flowFor(client)
-	if f == nil {
+	if f == nil || !f.send(b) {
 		return
 	}
-	f.send(b)
 	if st := s.r.Stats; st != nil {
 		st.BytesIn.Add(int64(len(b)))
 		st.Datagrams.Add(1)
@@ -165,24 +160,24 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		s.mu.Unlock()
 		return f
 	}
-	var victim *udpFlow
-	if len(s.flows) >= s.max {
-		victim = s.lru.Back().Value.(*udpFlow)
-		s.removeLocked(victim)
-	}
+	full := len(s.flows) >= s.max
 	s.mu.Unlock()
-	if victim != nil {
-		if s.debug {
-			s.r.Logger.Debug("too many UDP flows, closing the one idle longest", "port", s.r.Port, "max", s.max,
-				"client", victim.client, "idle", time.Duration(now-victim.last.Load()))
-		}
-		victim.close()
+	if full {
+		s.evict("too many UDP flows, closing the one idle longest")
 	}
 
 	f := &udpFlow{s: s, client: client}
 	f.last.Store(now)
 	f.touched.Store(now)
-	if err := f.dial(); err != nil {
+	err := f.dial()
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// Out of descriptors before the bound (a low limit, or many
+		// published ports): make room the same way.
+		if s.evict("out of descriptors, closing the UDP flow idle longest") {
+			err = f.dial()
+		}
+	}
+	if err != nil {
 		if s.debug {
 			s.r.Logger.Debug("cannot open a UDP flow to the server", "client", client, "port", s.r.Port, "err", err)
 		}
@@ -203,6 +198,26 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		f.run()
 	}()
 	return f
+}
+
+// evict closes the flow idle longest, if there is one, and reports whether
+// there was.
+func (s *udpServer) evict(why string) bool {
+	s.mu.Lock()
+	e := s.lru.Back()
+	if e == nil {
+		s.mu.Unlock()
+		return false
+	}
+	victim := e.Value.(*udpFlow)
+	s.removeLocked(victim)
+	s.mu.Unlock()
+	if s.debug {
+		s.r.Logger.Debug(why, "port", s.r.Port, "max", s.max, "client", victim.client,
+			"idle", time.Duration(s.now()-victim.last.Load()))
+	}
+	victim.close()
+	return true
 }
 
 // removeLocked takes f out of the flow table; s.mu is held.
@@ -309,6 +324,9 @@ func (f *udpFlow) dial() error {
 			f.conn, f.server, f.other = c, server, other
 			return nil
 		}
+		if !unavailable(err) && !errors.Is(err, syscall.ENETUNREACH) {
+			break
+		}
 	}
 	return err
 }
@@ -343,13 +361,13 @@ func (f *udpFlow) dropPendingLocked() {
 	}
 }
 
-// send sends one datagram of the client to the server. It runs on the
-// goroutine that reads the host socket.
-func (f *udpFlow) send(b []byte) {
+// send sends one datagram of the client to the server and reports whether
+// it went. It runs on the goroutine that reads the host socket.
+func (f *udpFlow) send(b []byte) bool {
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		return
+		return false
 	}
 	conn := f.conn
 	keep := !f.confirmed.Load()
@@ -370,14 +388,17 @@ func (f *udpFlow) send(b []byte) {
 		if keep {
 			f.sentUnconfirmed(conn)
 		}
+		return true
 	case errors.Is(err, syscall.ECONNREFUSED):
 		// An earlier datagram was refused and the refusal surfaced here
-		// instead of on the flow's goroutine: this datagram did not go.
-		f.refused(conn)
+		// instead of on the flow's goroutine: this datagram did not go,
+		// but goes to the other family.
+		return f.refused(conn)
 	default:
 		if f.s.debug {
 			f.s.r.Logger.Debug("sending a datagram to the server", "client", f.client, "port", f.s.r.Port, "err", err)
 		}
+		return false
 	}
 }
 
@@ -415,12 +436,13 @@ func (f *udpFlow) keepLocked(b []byte) {
 
 // refused handles a refusal (ECONNREFUSED) on conn: the server does not
 // listen on that family. The flow moves to the other family and sends the
-// pending datagram again there, once per datagram.
-func (f *udpFlow) refused(conn *net.UDPConn) {
+// pending datagram again there, once per datagram; refused reports whether
+// it did.
+func (f *udpFlow) refused(conn *net.UDPConn) bool {
 	f.mu.Lock()
 	if f.closed || conn != f.conn {
 		f.mu.Unlock()
-		return
+		return false
 	}
 	f.confirmed.Store(false)
 	if f.pending == nil || f.retried {
@@ -429,7 +451,7 @@ func (f *udpFlow) refused(conn *net.UDPConn) {
 		f.sent = 0
 		f.dropPendingLocked()
 		f.mu.Unlock()
-		return
+		return false
 	}
 	f.retried = true
 	resend := append([]byte(nil), f.pending...)
@@ -442,13 +464,13 @@ func (f *udpFlow) refused(conn *net.UDPConn) {
 		if f.s.debug {
 			f.s.r.Logger.Debug("cannot open a UDP flow to the other address family", "client", f.client, "server", server, "err", err)
 		}
-		return
+		return false
 	}
 	f.mu.Lock()
 	if f.closed || conn != f.conn {
 		f.mu.Unlock()
 		nc.Close()
-		return
+		return false
 	}
 	f.conn, f.server, f.other, f.sent = nc, server, other, 1
 	f.mu.Unlock()
@@ -458,9 +480,11 @@ func (f *udpFlow) refused(conn *net.UDPConn) {
 	if f.s.debug {
 		f.s.r.Logger.Debug("server refused the datagram, trying the other address family", "client", f.client, "server", server)
 	}
-	if _, err := nc.Write(resend); errors.Is(err, syscall.ECONNREFUSED) {
-		f.refused(nc)
+	_, err = nc.Write(resend)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return f.refused(nc)
 	}
+	return err == nil
 }
 
 // confirm marks the flow's family right: the server answered on conn.
@@ -473,13 +497,6 @@ func (f *udpFlow) confirm(conn *net.UDPConn) {
 	f.mu.Unlock()
 }
 
-// datagramPool holds buffers for the server's replies, so an idle flow
-// holds none.
-var datagramPool = sync.Pool{New: func() any {
-	b := make([]byte, maxDatagram)
-	return &b
-}}
-
 // run relays the server's replies to the client until the flow ends: it
 // is idle for the timeout, evicted, or the relay shuts down.
 func (f *udpFlow) run() {
@@ -488,18 +505,14 @@ func (f *udpFlow) run() {
 	if conn == nil {
 		return
 	}
-	rc, err := conn.SyscallConn()
+	rd, err := newPooledReader(conn, &s.bufs)
 	if err != nil {
+		f.end()
 		return
 	}
 	conn.SetReadDeadline(time.Now().Add(s.timeout))
 	for {
-		var err error
-		if s.r.noBatch {
-			err = f.reply(conn, rc)
-		} else {
-			err = f.replyBatch(conn, rc)
-		}
+		err := f.reply(conn, rd)
 		if err == nil {
 			continue
 		}
@@ -522,7 +535,7 @@ func (f *udpFlow) run() {
 				return
 			}
 			conn = next
-			if rc, err = conn.SyscallConn(); err != nil {
+			if rd, err = newPooledReader(conn, &s.bufs); err != nil {
 				f.end()
 				return
 			}
@@ -551,9 +564,9 @@ func (f *udpFlow) end() {
 }
 
 // reply moves one reply of the server to the client.
-func (f *udpFlow) reply(conn *net.UDPConn, rc syscall.RawConn) error {
+func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
 	s := f.s
-	buf, n, err := readPooled(rc)
+	n, err := rd.read()
 	if err != nil {
 		return err
 	}
@@ -561,8 +574,8 @@ func (f *udpFlow) reply(conn *net.UDPConn, rc syscall.RawConn) error {
 	if !f.confirmed.Load() {
 		f.confirm(conn)
 	}
-	_, err = s.host.WriteToUDPAddrPort((*buf)[:n], f.client)
-	datagramPool.Put(buf)
+	_, err = s.host.WriteToUDPAddrPort((*rd.buf)[:n], f.client)
+	rd.release()
 	if err != nil {
 		if s.debug {
 			s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
@@ -583,39 +596,60 @@ func transientICMP(err error) bool {
 		errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EPROTO)
 }
 
-// readPooled reads one datagram from a socket into a pooled buffer, taken
-// only once the socket is readable.
-func readPooled(rc syscall.RawConn) (*[]byte, int, error) {
-	var (
-		buf  *[]byte
-		n    int
-		rerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		buf = datagramPool.Get().(*[]byte)
+// pooledReader reads datagrams from a socket into buffers of a pool,
+// taking one only once the socket is readable.
+type pooledReader struct {
+	rc   syscall.RawConn
+	pool *sync.Pool
+	buf  *[]byte // the buffer of the latest read, until release
+	n    int
+	err  error
+	fn   func(fd uintptr) bool // made once: a closure per read would allocate
+}
+
+func newPooledReader(c *net.UDPConn, pool *sync.Pool) (*pooledReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	rd := &pooledReader{rc: rc, pool: pool}
+	rd.fn = func(fd uintptr) bool {
+		rd.buf = rd.pool.Get().(*[]byte)
 		for {
-			n, rerr = syscall.Read(int(fd), *buf)
-			if rerr != syscall.EINTR {
+			rd.n, rd.err = syscall.Read(int(fd), *rd.buf)
+			if rd.err != syscall.EINTR {
 				break
 			}
 		}
-		if rerr == syscall.EAGAIN {
-			datagramPool.Put(buf)
-			buf = nil
+		if rd.err == syscall.EAGAIN {
+			rd.release()
 			return false
 		}
 		return true
-	})
-	if err == nil && rerr != nil {
-		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("read", rerr)}
+	}
+	return rd, nil
+}
+
+// read reads one datagram into rd.buf and returns its length; the caller
+// releases the buffer.
+func (rd *pooledReader) read() (int, error) {
+	err := rd.rc.Read(rd.fn)
+	if err == nil && rd.err != nil {
+		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("read", rd.err)}
 	}
 	if err != nil {
-		if buf != nil {
-			datagramPool.Put(buf)
-		}
-		return nil, 0, err
+		rd.release()
+		return 0, err
 	}
-	return buf, n, nil
+	return rd.n, nil
+}
+
+// release gives the buffer of the latest read back to the pool.
+func (rd *pooledReader) release() {
+	if rd.buf != nil {
+		rd.pool.Put(rd.buf)
+		rd.buf = nil
+	}
 }
 
 // readHost reads the host socket until it is closed, handing each datagram

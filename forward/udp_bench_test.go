@@ -36,11 +36,6 @@ func BenchmarkUDPRelay(b *testing.B) {
 			relayAddr, _, _ := startUDPRelay(b, &UDPRelay{Port: port}, loopback4)
 			benchRoundTrips(b, relayAddr, bc.clients, bc.window, bc.size)
 		})
-		b.Run("nobatch/"+name, func(b *testing.B) {
-			port := udpServer4(b, udpEcho)
-			relayAddr, _, _ := startUDPRelay(b, &UDPRelay{Port: port, noBatch: true}, loopback4)
-			benchRoundTrips(b, relayAddr, bc.clients, bc.window, bc.size)
-		})
 	}
 }
 

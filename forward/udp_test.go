@@ -457,3 +457,45 @@ func TestUDPRelayDialerGetsClient(t *testing.T) {
 		t.Fatalf("dialer calls %v, want [%v]", d.calls, want)
 	}
 }
+
+// emfileOnce dials on loopback but fails one dial, the first after armed is
+// set, with EMFILE, as the kernel does when the process is out of
+// descriptors.
+type emfileOnce struct {
+	mu    sync.Mutex
+	armed bool
+}
+
+func (d *emfileOnce) DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error) {
+	d.mu.Lock()
+	fail := d.armed
+	d.armed = false
+	d.mu.Unlock()
+	if fail {
+		return nil, &net.OpError{Op: "socket", Net: "udp", Err: syscall.EMFILE}
+	}
+	return LoopbackDialer{}.DialUDP(ctx, client, server)
+}
+
+// Out of descriptors below MaxFlows, a new client still gets a flow: the
+// relay closes the flow idle longest to make room.
+func TestUDPRelayOutOfDescriptors(t *testing.T) {
+	port := udpServer4(t, udpEcho)
+	d := new(emfileOnce)
+	r := &UDPRelay{Port: port, Dialer: d}
+	relayAddr, _, _ := startUDPRelay(t, r, loopback4)
+	for i := range 3 {
+		if _, err := exchange(udpClient(t, relayAddr), datagram(i, 0, 10), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.mu.Lock()
+	d.armed = true
+	d.mu.Unlock()
+	if _, err := exchange(udpClient(t, relayAddr), datagram(9, 0, 10), 10*time.Second); err != nil {
+		t.Fatalf("new client when out of descriptors: %v", err)
+	}
+	if n, opened := r.Stats.Active.Load(), r.Stats.Conns.Load(); n != 3 || opened != 4 {
+		t.Fatalf("%d flows active of %d opened, want 3 of 4 (one closed to make room)", n, opened)
+	}
+}
