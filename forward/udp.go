@@ -376,12 +376,19 @@ func (f *udpFlow) send(b []byte) bool {
 	}
 	f.mu.Unlock()
 	_, err := conn.Write(b)
-	if errors.Is(err, net.ErrClosed) {
+	switch {
+	case errors.Is(err, net.ErrClosed):
 		// The flow moved to the other family meanwhile: send there.
 		if c := f.current(); c != nil && c != conn {
 			conn = c
 			_, err = conn.Write(b)
 		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		// The refusal of an earlier datagram, reported here instead of on
+		// the flow's goroutine (and so cleared): this one did not go. Try
+		// it here once; the server may have started meanwhile. If it is
+		// not there, its refusal moves the flow with this datagram.
+		_, err = conn.Write(b)
 	}
 	switch {
 	case err == nil:
@@ -390,9 +397,6 @@ func (f *udpFlow) send(b []byte) bool {
 		}
 		return true
 	case errors.Is(err, syscall.ECONNREFUSED):
-		// An earlier datagram was refused and the refusal surfaced here
-		// instead of on the flow's goroutine: this datagram did not go,
-		// but goes to the other family.
 		return f.refused(conn)
 	default:
 		if f.s.debug {

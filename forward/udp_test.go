@@ -324,7 +324,7 @@ func TestUDPRelayFlowPerClient(t *testing.T) {
 // new one.
 func TestUDPRelayIdleTimeout(t *testing.T) {
 	port := udpServer4(t, udpWhoami)
-	r := &UDPRelay{Port: port, Timeout: 300 * time.Millisecond}
+	r := &UDPRelay{Port: port, Timeout: time.Second}
 	relayAddr, _, _ := startUDPRelay(t, r, loopback4)
 	c := udpClient(t, relayAddr)
 	first, err := exchange(c, []byte("who"), 10*time.Second)
@@ -332,8 +332,8 @@ func TestUDPRelayIdleTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Traffic keeps the flow open past the timeout.
-	for range 6 {
-		time.Sleep(100 * time.Millisecond)
+	for range 8 {
+		time.Sleep(200 * time.Millisecond)
 		got, err := exchange(c, []byte("who"), 10*time.Second)
 		if err != nil || string(got) != string(first) {
 			t.Fatalf("flow of an active client changed or failed: %s then %s, %v", first, got, err)
@@ -497,5 +497,23 @@ func TestUDPRelayOutOfDescriptors(t *testing.T) {
 	}
 	if n, opened := r.Stats.Active.Load(), r.Stats.Conns.Load(); n != 3 || opened != 4 {
 		t.Fatalf("%d flows active of %d opened, want 3 of 4 (one closed to make room)", n, opened)
+	}
+}
+
+// On a dual-stack host socket ([::]) a v4 client arrives as ::ffff:a.b.c.d:
+// its flow goes to the server on 127.0.0.1 and the replies go back to it.
+func TestUDPRelayDualStackHostSocket(t *testing.T) {
+	need6(t)
+	port := udpServer4(t, udpEcho)
+	d := new(recordingDialer)
+	relayAddr, _, _ := startUDPRelay(t, &UDPRelay{Port: port, Dialer: d}, netip.IPv6Unspecified())
+	c := udpClient(t, netip.AddrPortFrom(loopback4, relayAddr.Port()))
+	if got, err := exchange(c, []byte("mapped"), 10*time.Second); err != nil || string(got) != "mapped" {
+		t.Fatalf("v4 client of a dual-stack host socket: %q, %v", got, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.calls) != 1 || d.calls[0][1] != netip.AddrPortFrom(loopback4, port) {
+		t.Fatalf("dialer calls %v, want one to 127.0.0.1:%d", d.calls, port)
 	}
 }

@@ -19,6 +19,9 @@ type helperConfig struct {
 	Foreground     bool           `json:"foreground,omitempty"`
 	LogLevel       string         `json:"log_level"`
 	ConnectTimeout time.Duration  `json:"connect_timeout"`
+	// UDP flows: idle timeout and bound per host socket (0: the defaults).
+	UDPTimeout  time.Duration `json:"udp_timeout,omitempty"`
+	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
 }
 
 type socketConfig struct {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -39,6 +40,9 @@ func TestMain(m *testing.M) {
 //	echo PORT      TCP echo on [::]:PORT, each connection half-closed after its echo
 //	echo4 PORT     the same on 0.0.0.0:PORT only
 //	sigwait        prints "ready", exits 42 on SIGTERM
+//	banner PORT    TCP on [::]:PORT, sends "PORT\n" to each connection and closes it
+//	udpecho PORT   UDP echo on [::]:PORT (both families); udpecho4 on
+//	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -69,6 +73,39 @@ func testServer(args []string) int {
 				io.Copy(c, c)
 				c.(*net.TCPConn).CloseWrite()
 			}()
+		}
+	case "banner":
+		ln, err := net.Listen("tcp", ":"+args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("listening")
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return 1
+			}
+			fmt.Fprintf(c, "%s\n", args[1])
+			c.Close()
+		}
+	case "udpecho", "udpecho4", "udpecho6":
+		network := "udp" + strings.TrimPrefix(args[0], "udpecho")
+		c, err := net.ListenPacket(network, ":"+args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// Many clients' datagrams may wait at once.
+		c.(*net.UDPConn).SetReadBuffer(4 << 20)
+		fmt.Println("listening")
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return 1
+			}
+			c.WriteTo(buf[:n], from)
 		}
 	case "sigwait":
 		sigs := make(chan os.Signal, 1)

@@ -32,6 +32,8 @@ type runOptions struct {
 	logLevel       string
 	connectTimeout time.Duration
 	portsFile      string
+	udpTimeout     time.Duration
+	udpMaxFlows    int
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -64,6 +66,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.DurationVar(&o.udpTimeout, "udp-timeout", forward.DefaultUDPTimeout, "a UDP flow (one client address and port) ends after this long with no datagram either way")
+	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -94,6 +98,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.connectTimeout < 0 {
 		fmt.Fprintf(stderr, "nsbind: --connect-timeout must not be negative\n")
+		return exitFailed
+	}
+	if o.udpTimeout <= 0 {
+		fmt.Fprintf(stderr, "nsbind: --udp-timeout must be positive, e.g. --udp-timeout 30s\n")
+		return exitFailed
+	}
+	if o.udpMaxFlows < 1 {
+		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
 		return exitFailed
 	}
 	logger := newLogger(stderr, level)
@@ -138,6 +150,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		Foreground:     terminalIsOurs(),
 		LogLevel:       o.logLevel,
 		ConnectTimeout: o.connectTimeout,
+		UDPTimeout:     o.udpTimeout,
+		UDPMaxFlows:    o.udpMaxFlows,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {
