@@ -3,20 +3,23 @@
 // between those sockets and the server inside the namespace.
 //
 // Process: Bind runs in nsbind's parent process, in the host's network
-// namespace, so the sockets belong to the host. The relays (TCPRelay) run in
-// the helper inside the namespace, on sockets inherited from the parent:
-// they accept host connections and dial the server through a Dialer, which
-// connects inside because the helper lives there.
+// namespace, so the sockets belong to the host. The relays (TCPRelay,
+// UDPRelay) run in the helper inside the namespace, on sockets inherited
+// from the parent: they take host connections and datagrams and reach the
+// server through a Dialer or PacketDialer, which connects inside because the
+// helper lives there.
 //
 // Outbound, the other way round: NewHostSockets runs in the parent and
 // makes unconnected host sockets; the helper keeps them in a SocketPool and
 // connects them itself, so Outbound (TCP) and UDPOutbound reach the world
 // with the host's routing and see the host's errors.
 //
-// Concurrency: Serve runs on one goroutine per host socket and starts two
-// goroutines per TCP connection, one per direction. Serve returns only after
-// every connection goroutine has ended. Stats may be read from any goroutine.
-// Outbound.Dial and Serve, UDPOutbound's Serve methods and every SocketPool
-// method may run on any goroutines.
+// Concurrency: Serve runs on one goroutine per host socket. A TCP connection
+// gets two goroutines, one per direction. A UDP flow (one client address)
+// gets one goroutine that reads the server's replies; the Serve goroutine
+// itself reads the host socket and sends to the flows. Serve returns only
+// after every connection or flow goroutine has ended. Stats may be read from
+// any goroutine. Outbound.Dial and Serve, UDPOutbound's Serve methods and
+// every SocketPool method may run on any goroutines.
 // forward never imports nsutil; cmd/nsbind wires the two together.
 package forward

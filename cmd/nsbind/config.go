@@ -26,6 +26,9 @@ type helperConfig struct {
 	ProxyProtocol int `json:"proxy_protocol,omitempty"`
 	// Outbound says how programs inside reach out (outbound.go).
 	Outbound outboundConfig `json:"outbound"`
+	// UDP flows: idle timeout and bound per host socket (0: the defaults).
+	UDPTimeout  time.Duration `json:"udp_timeout,omitempty"`
+	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
 }
 
 type socketConfig struct {

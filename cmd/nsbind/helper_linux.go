@@ -163,6 +163,19 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer forward.Dial
 		}
 		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol}
 		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
+	case forward.UDP:
+		pc, err := net.FilePacketConn(f)
+		if err != nil {
+			return nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
+		}
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
+		}
+		r := &forward.UDPRelay{Port: sc.Inside, Dialer: forward.LoopbackDialer{},
+			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger}
+		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
 }

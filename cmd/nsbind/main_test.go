@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -42,6 +43,9 @@ func TestMain(m *testing.M) {
 //	peer PORT [HOLD]  TCP on [::]:PORT: answers each connection with the
 //	               client address it sees and closes; with HOLD (ADDR:PORT)
 //	               it also keeps a listener there, taking that port inside
+//	banner PORT    TCP on [::]:PORT, sends "PORT\n" to each connection and closes it
+//	udpecho PORT   UDP echo on [::]:PORT (both families); udpecho4 on
+//	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -73,14 +77,13 @@ func testServer(args []string) int {
 				c.(*net.TCPConn).CloseWrite()
 			}()
 		}
-	case "peer":
-		port, _ := strconv.Atoi(args[1])
-		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	case "peer", "banner":
+		ln, err := net.Listen("tcp", ":"+args[1])
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if len(args) > 2 {
+		if args[0] == "peer" && len(args) > 2 {
 			hold, err := net.Listen("tcp", args[2])
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -94,8 +97,30 @@ func testServer(args []string) int {
 			if err != nil {
 				return 1
 			}
-			fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+			if args[0] == "peer" {
+				fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+			} else {
+				fmt.Fprintf(c, "%s\n", args[1])
+			}
 			c.Close()
+		}
+	case "udpecho", "udpecho4", "udpecho6":
+		network := "udp" + strings.TrimPrefix(args[0], "udpecho")
+		c, err := net.ListenPacket(network, ":"+args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		// Many clients' datagrams may wait at once.
+		c.(*net.UDPConn).SetReadBuffer(4 << 20)
+		fmt.Println("listening")
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return 1
+			}
+			c.WriteTo(buf[:n], from)
 		}
 	case "sigwait":
 		sigs := make(chan os.Signal, 1)

@@ -39,6 +39,8 @@ type runOptions struct {
 	toHost     []string
 	isolated   bool
 	resolvConf string
+	udpTimeout     time.Duration
+	udpMaxFlows    int
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -76,6 +78,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringArrayVar(&o.toHost, "to-host", nil, "let localhost:PORT inside reach the host's localhost:HOSTPORT: `PORT[:HOSTPORT][/PROTO]` (repeatable)")
 	fs.BoolVar(&o.isolated, "isolated", false, "no way out of the namespace at all: only published ports reach the server")
 	fs.StringVar(&o.resolvConf, "resolv-conf", "", "programs inside see `FILE` as /etc/resolv.conf (a nameserver on loopback is the host's)")
+	fs.DurationVar(&o.udpTimeout, "udp-timeout", forward.DefaultUDPTimeout, "a UDP flow (one client address and port) ends after this long with no datagram either way")
+	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -127,6 +131,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		level = max(level, slog.LevelError)
 		o.logLevel = level.String()
 	}
+	if o.udpTimeout <= 0 {
+		fmt.Fprintf(stderr, "nsbind: --udp-timeout must be positive, e.g. --udp-timeout 30s\n")
+		return exitFailed
+	}
+	if o.udpMaxFlows < 1 {
+		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
+		return exitFailed
+	}
 	logger := newLogger(stderr, level)
 	o.proxyVersion = proxyVersion
 	return runParent(o, command, logger, stderr)
@@ -177,6 +189,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		SourceAddress:  o.sourceAddress,
 		ProxyProtocol:  o.proxyVersion,
 		Outbound:       outCfg,
+		UDPTimeout:     o.udpTimeout,
+		UDPMaxFlows:    o.udpMaxFlows,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {

@@ -1,0 +1,683 @@
+package forward
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults of UDPRelay.
+const (
+	// DefaultUDPTimeout is how long a UDP flow lives with no datagram
+	// either way.
+	DefaultUDPTimeout = 60 * time.Second
+	// DefaultUDPMaxFlows bounds the flows of one host socket. Each flow
+	// holds a socket (a descriptor) and a goroutine.
+	DefaultUDPMaxFlows = 4096
+)
+
+const (
+	// maxDatagram fits every UDP payload: 65507 bytes over IPv4,
+	// 65527 over IPv6 (65535 less the 8-byte UDP header).
+	maxDatagram = 1 << 16
+	// hostReadBuffer is the receive buffer asked for on the host socket,
+	// which takes the datagrams of every client: the kernel's default
+	// (net.core.rmem_default, about 208 KiB) holds only a dozen large
+	// datagrams. The kernel caps it at net.core.rmem_max.
+	hostReadBuffer = 4 << 20
+	// maxPendingBytes bounds the copies of first datagrams kept for a
+	// resend to the other address family, over all flows of a relay.
+	maxPendingBytes = 4 << 20
+	// lruGranularity is how stale a flow's place in the eviction order may
+	// get before a reply from the server moves it to the front.
+	lruGranularity = time.Second
+)
+
+// PacketDialer opens the inside socket of a UDP flow.
+type PacketDialer interface {
+	// DialUDP returns a UDP socket connected to server, for the flow of
+	// the client at client. Every flow gets a socket of its own, so the
+	// server's replies arrive on it and go back to the right client.
+	DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error)
+}
+
+// DialUDP implements PacketDialer: a plain socket of the caller's network
+// namespace, connected to server, with a port the kernel chooses.
+func (LoopbackDialer) DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error) {
+	return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(server))
+}
+
+// UDPRelay relays the datagrams that arrive on a host UDP socket to the
+// server's port inside, and the server's replies back.
+//
+// Each client address and port is a flow with its own socket inside,
+// connected to the server on the loopback of the client's address family.
+// When the server does not listen on that family (the kernel refuses the
+// datagram with an ICMP port unreachable, which the connected socket reports
+// as ECONNREFUSED) the flow moves to the other family and sends the datagram
+// again there. A flow ends after Timeout with no datagram either way; when
+// MaxFlows are open, a new client evicts the flow idle longest.
+type UDPRelay struct {
+	// Port is the server's port inside.
+	Port uint16
+	// Dialer opens the inside socket of each flow.
+	Dialer PacketDialer
+	// Timeout ends a flow idle that long; 0 means DefaultUDPTimeout.
+	Timeout time.Duration
+	// MaxFlows bounds the flows open at once; 0 means DefaultUDPMaxFlows.
+	MaxFlows int
+	// Logger gets per-flow events at debug level.
+	Logger *slog.Logger
+	// Stats, if not nil, counts flows (as Conns and Active), bytes and
+	// datagrams.
+	Stats *Stats
+}
+
+// Serve relays datagrams from host until ctx is done, then closes host and
+// every flow and returns once every flow goroutine has ended.
+func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
+	s := &udpServer{
+		r:       r,
+		ctx:     ctx,
+		host:    host,
+		timeout: r.Timeout,
+		max:     r.MaxFlows,
+		epoch:   time.Now(),
+		flows:   make(map[netip.AddrPort]*udpFlow),
+		debug:   r.Logger.Enabled(ctx, slog.LevelDebug),
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultUDPTimeout
+	}
+	if s.max <= 0 {
+		s.max = DefaultUDPMaxFlows
+	}
+	s.bufs.New = func() any {
+		b := make([]byte, maxDatagram)
+		return &b
+	}
+	defer s.shutdown()
+	stop := context.AfterFunc(ctx, func() { host.Close() })
+	defer stop()
+	// Best effort: a bigger buffer only loses fewer datagrams in a burst.
+	host.SetReadBuffer(hostReadBuffer)
+	return s.readHost()
+}
+
+// udpServer is the state of one Serve call.
+type udpServer struct {
+	r       *UDPRelay
+	ctx     context.Context
+	host    *net.UDPConn
+	timeout time.Duration
+	max     int
+	epoch   time.Time // clock of the flows: nanoseconds since epoch
+	debug   bool
+	wg      sync.WaitGroup // flow goroutines
+	pending atomic.Int64   // bytes held in flows' pending copies
+	// bufs holds buffers for the server's replies, taken only while a
+	// reply is read and sent, so that waiting flows hold none.
+	bufs sync.Pool
+
+	mu    sync.Mutex // guards flows, lru and every flow's elem and gone
+	flows map[netip.AddrPort]*udpFlow
+	lru   list.List // of *udpFlow, most recently used first
+}
+
+// now is the time on the flows' monotonic clock.
+func (s *udpServer) now() int64 { return int64(time.Since(s.epoch)) }
+
+// fromHost hands one datagram of client to its flow, opening the flow if
+// needed. It runs on the goroutine that reads the host socket.
+func (s *udpServer) fromHost(client netip.AddrPort, b []byte) {
+	f := s.flowFor(client)
+	if f == nil || !f.send(b) {
+		return
+	}
+	if st := s.r.Stats; st != nil {
+		st.BytesIn.Add(int64(len(b)))
+		st.Datagrams.Add(1)
+	}
+}
+
+// flowFor returns the flow of client, opening it (and evicting the flow
+// idle longest when the relay is full) if there is none.
+func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
+	now := s.now()
+	s.mu.Lock()
+	if f := s.flows[client]; f != nil {
+		f.last.Store(now)
+		f.touched.Store(now)
+		s.lru.MoveToFront(f.elem)
+		s.mu.Unlock()
+		return f
+	}
+	full := len(s.flows) >= s.max
+	s.mu.Unlock()
+	if full {
+		s.evict("too many UDP flows, closing the one idle longest")
+	}
+
+	f := &udpFlow{s: s, client: client}
+	f.last.Store(now)
+	f.touched.Store(now)
+	err := f.dial()
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		// Out of descriptors before the bound (a low limit, or many
+		// published ports): make room the same way.
+		if s.evict("out of descriptors, closing the UDP flow idle longest") {
+			err = f.dial()
+		}
+	}
+	if err != nil {
+		if s.debug {
+			s.r.Logger.Debug("cannot open a UDP flow to the server", "client", client, "port", s.r.Port, "err", err)
+		}
+		s.r.Stats.failed()
+		return nil
+	}
+	s.mu.Lock()
+	s.flows[client] = f
+	f.elem = s.lru.PushFront(f)
+	s.mu.Unlock()
+	s.r.Stats.opened()
+	if s.debug {
+		s.r.Logger.Debug("UDP flow open", "client", client, "port", s.r.Port, "server", f.server)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f.run()
+	}()
+	return f
+}
+
+// evict closes the flow idle longest, if there is one, and reports whether
+// there was.
+func (s *udpServer) evict(why string) bool {
+	s.mu.Lock()
+	e := s.lru.Back()
+	if e == nil {
+		s.mu.Unlock()
+		return false
+	}
+	victim := e.Value.(*udpFlow)
+	s.removeLocked(victim)
+	s.mu.Unlock()
+	if s.debug {
+		s.r.Logger.Debug(why, "port", s.r.Port, "max", s.max, "client", victim.client,
+			"idle", time.Duration(s.now()-victim.last.Load()))
+	}
+	victim.close()
+	return true
+}
+
+// removeLocked takes f out of the flow table; s.mu is held.
+func (s *udpServer) removeLocked(f *udpFlow) {
+	if f.gone {
+		return
+	}
+	f.gone = true
+	delete(s.flows, f.client)
+	s.lru.Remove(f.elem)
+}
+
+// expire ends f if it has been idle for the timeout and reports whether it
+// is gone. It runs on f's goroutine.
+func (s *udpServer) expire(f *udpFlow) bool {
+	s.mu.Lock()
+	if !f.gone && time.Duration(s.now()-f.last.Load()) < s.timeout {
+		s.mu.Unlock()
+		return false
+	}
+	s.removeLocked(f)
+	s.mu.Unlock()
+	f.close()
+	return true
+}
+
+// touch marks f used by a reply from the server.
+func (s *udpServer) touch(f *udpFlow, now int64) {
+	f.last.Store(now)
+	if time.Duration(now-f.touched.Load()) < lruGranularity {
+		return
+	}
+	s.mu.Lock()
+	if !f.gone {
+		f.touched.Store(now)
+		s.lru.MoveToFront(f.elem)
+	}
+	s.mu.Unlock()
+}
+
+// shutdown closes every flow and waits for their goroutines.
+func (s *udpServer) shutdown() {
+	s.mu.Lock()
+	var all []*udpFlow
+	for _, f := range s.flows {
+		all = append(all, f)
+		s.removeLocked(f)
+	}
+	s.mu.Unlock()
+	for _, f := range all {
+		f.close()
+	}
+	s.wg.Wait()
+}
+
+// serverAddr is the server's address for a client of the given family,
+// or of the other family.
+func (s *udpServer) serverAddr(client netip.AddrPort, other bool) netip.AddrPort {
+	v6 := client.Addr().Unmap().Is6() != other
+	if v6 {
+		return netip.AddrPortFrom(loopback6, s.r.Port)
+	}
+	return netip.AddrPortFrom(loopback4, s.r.Port)
+}
+
+// udpFlow is one client's flow: the socket inside that carries its
+// datagrams to the server and the server's replies back.
+type udpFlow struct {
+	s      *udpServer
+	client netip.AddrPort
+	// last is when a datagram last passed either way, touched when the flow
+	// last moved to the front of s.lru (both on s's clock).
+	last, touched atomic.Int64
+	elem          *list.Element // in s.lru; guarded by s.mu
+	gone          bool          // out of s.flows; guarded by s.mu
+
+	// confirmed is true once the server's family is known to be right:
+	// the server replied, or a later datagram went out with no refusal.
+	confirmed atomic.Bool
+
+	mu     sync.Mutex // guards the fields below
+	conn   *net.UDPConn
+	server netip.AddrPort // where conn is connected
+	other  bool           // server is of the other family than client
+	// pending is a copy of the latest datagram sent while not confirmed,
+	// to send again to the other family if the server refuses it; sent
+	// counts the datagrams sent on conn while not confirmed; retried is
+	// true once pending went to the other family.
+	pending []byte
+	sent    int
+	retried bool
+	closed  bool
+}
+
+// dial opens f's first socket: the client's family, or the other if the
+// namespace lacks that one (no ::1 where IPv6 is off).
+func (f *udpFlow) dial() error {
+	var err error
+	for _, other := range []bool{false, true} {
+		server := f.s.serverAddr(f.client, other)
+		var c *net.UDPConn
+		c, err = f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
+		if err == nil {
+			f.conn, f.server, f.other = c, server, other
+			return nil
+		}
+		if !unavailable(err) && !errors.Is(err, syscall.ENETUNREACH) {
+			break
+		}
+	}
+	return err
+}
+
+// current returns the socket f uses now, or nil once f is closed.
+func (f *udpFlow) current() *net.UDPConn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	return f.conn
+}
+
+// close closes f's socket; its goroutine then ends.
+func (f *udpFlow) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	f.closed = true
+	f.conn.Close()
+	f.dropPendingLocked()
+	f.s.r.Stats.closed(0, 0) // the bytes were counted as they passed
+}
+
+func (f *udpFlow) dropPendingLocked() {
+	if f.pending != nil {
+		f.s.pending.Add(-int64(cap(f.pending)))
+		f.pending = nil
+	}
+}
+
+// send sends one datagram of the client to the server and reports whether
+// it went. It runs on the goroutine that reads the host socket.
+func (f *udpFlow) send(b []byte) bool {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return false
+	}
+	conn := f.conn
+	keep := !f.confirmed.Load()
+	if keep {
+		f.keepLocked(b)
+	}
+	f.mu.Unlock()
+	_, err := conn.Write(b)
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		// The flow moved to the other family meanwhile: send there.
+		if c := f.current(); c != nil && c != conn {
+			conn = c
+			_, err = conn.Write(b)
+		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		// The refusal of an earlier datagram, reported here instead of on
+		// the flow's goroutine (and so cleared): this one did not go. Try
+		// it here once; the server may have started meanwhile. If it is
+		// not there, its refusal moves the flow with this datagram.
+		_, err = conn.Write(b)
+	}
+	switch {
+	case err == nil:
+		if keep {
+			f.sentUnconfirmed(conn)
+		}
+		return true
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return f.refused(conn)
+	default:
+		if f.s.debug {
+			f.s.r.Logger.Debug("sending a datagram to the server", "client", f.client, "port", f.s.r.Port, "err", err)
+		}
+		return false
+	}
+}
+
+// sentUnconfirmed counts a datagram sent on conn before the family was
+// confirmed. The second one sent with no refusal confirms it: on loopback
+// the kernel handles the ICMP refusal of a datagram before send returns, so
+// a refusal of the first would have failed the second.
+func (f *udpFlow) sentUnconfirmed(conn *net.UDPConn) {
+	f.mu.Lock()
+	if conn == f.conn && !f.closed {
+		f.sent++
+		if f.sent >= 2 {
+			f.confirmed.Store(true)
+			f.dropPendingLocked()
+		}
+	}
+	f.mu.Unlock()
+}
+
+// keepLocked keeps a copy of b as the datagram to resend on a refusal,
+// within the relay's budget for such copies.
+func (f *udpFlow) keepLocked(b []byte) {
+	f.retried = false
+	if len(b) <= cap(f.pending) {
+		f.pending = append(f.pending[:0], b...)
+		return
+	}
+	f.dropPendingLocked()
+	if f.s.pending.Add(int64(len(b))) > maxPendingBytes {
+		f.s.pending.Add(-int64(len(b)))
+		return
+	}
+	f.pending = append(make([]byte, 0, len(b)), b...)
+}
+
+// refused handles a refusal (ECONNREFUSED) on conn: the server does not
+// listen on that family. The flow moves to the other family and sends the
+// pending datagram again there, once per datagram; refused reports whether
+// it did.
+func (f *udpFlow) refused(conn *net.UDPConn) bool {
+	f.mu.Lock()
+	if f.closed || conn != f.conn {
+		f.mu.Unlock()
+		return false
+	}
+	f.confirmed.Store(false)
+	if f.pending == nil || f.retried {
+		// Nothing to send again: the server is not there (yet) on either
+		// family, or went away. The next datagram tries again.
+		f.sent = 0
+		f.dropPendingLocked()
+		f.mu.Unlock()
+		return false
+	}
+	f.retried = true
+	resend := append([]byte(nil), f.pending...)
+	other := !f.other
+	f.mu.Unlock()
+
+	server := f.s.serverAddr(f.client, other)
+	nc, err := f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
+	if err != nil {
+		if f.s.debug {
+			f.s.r.Logger.Debug("cannot open a UDP flow to the other address family", "client", f.client, "server", server, "err", err)
+		}
+		return false
+	}
+	f.mu.Lock()
+	if f.closed || conn != f.conn {
+		f.mu.Unlock()
+		nc.Close()
+		return false
+	}
+	f.conn, f.server, f.other, f.sent = nc, server, other, 1
+	f.mu.Unlock()
+	// The flow's goroutine, reading the old socket, sees it closed and
+	// moves to the new one.
+	conn.Close()
+	if f.s.debug {
+		f.s.r.Logger.Debug("server refused the datagram, trying the other address family", "client", f.client, "server", server)
+	}
+	_, err = nc.Write(resend)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return f.refused(nc)
+	}
+	return err == nil
+}
+
+// confirm marks the flow's family right: the server answered on conn.
+func (f *udpFlow) confirm(conn *net.UDPConn) {
+	f.mu.Lock()
+	if conn == f.conn {
+		f.confirmed.Store(true)
+		f.dropPendingLocked()
+	}
+	f.mu.Unlock()
+}
+
+// run relays the server's replies to the client until the flow ends: it
+// is idle for the timeout, evicted, or the relay shuts down.
+func (f *udpFlow) run() {
+	s := f.s
+	conn := f.current()
+	if conn == nil {
+		return
+	}
+	rd, err := newPooledReader(conn, &s.bufs)
+	if err != nil {
+		f.end()
+		return
+	}
+	conn.SetReadDeadline(time.Now().Add(s.timeout))
+	for {
+		err := f.reply(conn, rd)
+		if err == nil {
+			continue
+		}
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if s.expire(f) {
+				if s.debug {
+					s.r.Logger.Debug("UDP flow idle, closed", "client", f.client, "port", s.r.Port)
+				}
+				return
+			}
+			idle := time.Duration(s.now() - f.last.Load())
+			conn.SetReadDeadline(time.Now().Add(s.timeout - idle))
+		case errors.Is(err, net.ErrClosed):
+			// Closed by the end of the flow, or by a move to the other
+			// family: then go on with the new socket.
+			next := f.current()
+			if next == nil || next == conn {
+				f.end()
+				return
+			}
+			conn = next
+			if rd, err = newPooledReader(conn, &s.bufs); err != nil {
+				f.end()
+				return
+			}
+			idle := time.Duration(s.now() - f.last.Load())
+			conn.SetReadDeadline(time.Now().Add(s.timeout - idle))
+		case errors.Is(err, syscall.ECONNREFUSED):
+			f.refused(conn)
+		case transientICMP(err):
+			// An ICMP error about an earlier datagram; the flow goes on.
+		default:
+			if s.debug {
+				s.r.Logger.Debug("UDP flow failed", "client", f.client, "port", s.r.Port, "err", err)
+			}
+			f.end()
+			return
+		}
+	}
+}
+
+// end takes f out of the flow table and closes it.
+func (f *udpFlow) end() {
+	f.s.mu.Lock()
+	f.s.removeLocked(f)
+	f.s.mu.Unlock()
+	f.close()
+}
+
+// reply moves one reply of the server to the client.
+func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
+	s := f.s
+	n, err := rd.read()
+	if err != nil {
+		return err
+	}
+	s.touch(f, s.now())
+	if !f.confirmed.Load() {
+		f.confirm(conn)
+	}
+	_, err = s.host.WriteToUDPAddrPort((*rd.buf)[:n], f.client)
+	rd.release()
+	if err != nil {
+		if s.debug {
+			s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
+		}
+		return nil
+	}
+	if st := s.r.Stats; st != nil {
+		st.BytesOut.Add(int64(n))
+		st.Datagrams.Add(1)
+	}
+	return nil
+}
+
+// transientICMP reports an error a connected UDP socket returns for an ICMP
+// error about an earlier datagram, after which it still works.
+func transientICMP(err error) bool {
+	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) ||
+		errors.Is(err, syscall.EMSGSIZE) || errors.Is(err, syscall.EPROTO)
+}
+
+// pooledReader reads datagrams from a socket into buffers of a pool,
+// taking one only once the socket is readable.
+type pooledReader struct {
+	rc   syscall.RawConn
+	pool *sync.Pool
+	buf  *[]byte // the buffer of the latest read, until release
+	n    int
+	err  error
+	fn   func(fd uintptr) bool // made once: a closure per read would allocate
+}
+
+func newPooledReader(c *net.UDPConn, pool *sync.Pool) (*pooledReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	rd := &pooledReader{rc: rc, pool: pool}
+	rd.fn = func(fd uintptr) bool {
+		rd.buf = rd.pool.Get().(*[]byte)
+		for {
+			rd.n, rd.err = syscall.Read(int(fd), *rd.buf)
+			if rd.err != syscall.EINTR {
+				break
+			}
+		}
+		if rd.err == syscall.EAGAIN {
+			rd.release()
+			return false
+		}
+		return true
+	}
+	return rd, nil
+}
+
+// read reads one datagram into rd.buf and returns its length; the caller
+// releases the buffer.
+func (rd *pooledReader) read() (int, error) {
+	err := rd.rc.Read(rd.fn)
+	if err == nil && rd.err != nil {
+		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("read", rd.err)}
+	}
+	if err != nil {
+		rd.release()
+		return 0, err
+	}
+	return rd.n, nil
+}
+
+// release gives the buffer of the latest read back to the pool.
+func (rd *pooledReader) release() {
+	if rd.buf != nil {
+		rd.pool.Put(rd.buf)
+		rd.buf = nil
+	}
+}
+
+// readHost reads the host socket until it is closed, handing each datagram
+// to its flow.
+func (s *udpServer) readHost() error {
+	buf := make([]byte, maxDatagram)
+	backoff := time.Duration(0)
+	for {
+		n, client, err := s.host.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			if d, ok := acceptBackoff(err, backoff); ok {
+				backoff = d
+				select {
+				case <-time.After(d):
+				case <-s.ctx.Done():
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.fromHost(client, buf[:n])
+	}
+}
