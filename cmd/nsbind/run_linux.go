@@ -36,11 +36,11 @@ type runOptions struct {
 	proxyProtocol  string
 	proxyVersion   int
 	// Outbound connections (outbound.go, outbound_linux.go).
-	toHost     []string
-	isolated   bool
-	resolvConf string
-	udpTimeout     time.Duration
-	udpMaxFlows    int
+	toHost      []string
+	isolated    bool
+	resolvConf  string
+	udpTimeout  time.Duration
+	udpMaxFlows int
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
