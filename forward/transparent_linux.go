@@ -131,3 +131,40 @@ func CheckTransparent() error {
 	}
 	return nil
 }
+
+// DialUDP implements PacketDialer: a socket inside bound to the client's own
+// address and port (transparent, as for TCP), connected to server, so the
+// server's recvfrom() sees the real client. A client port taken inside
+// keeps the address and lets the kernel choose the port; a server address
+// of the other family than the client's (the relay's fallback) is dialed
+// from loopback.
+func (TransparentDialer) DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error) {
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	if client.Addr().Is4() != server.Addr().Unmap().Is4() {
+		return LoopbackDialer{}.DialUDP(ctx, client, server)
+	}
+	c, err := dialUDPFrom(ctx, client, server)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		c, err = dialUDPFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), server)
+	}
+	return c, err
+}
+
+func dialUDPFrom(ctx context.Context, src, server netip.AddrPort) (*net.UDPConn, error) {
+	d := net.Dialer{
+		LocalAddr: net.UDPAddrFromAddrPort(src),
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), src.Addr().Is6(), false) })
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	c, err := d.DialContext(ctx, "udp", server.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sync"
@@ -54,7 +55,7 @@ func helperMain() int {
 		return fail(exitFailed, fmt.Errorf("setting up the network namespace: %w", err))
 	}
 
-	dialer := insideDialer(cfg, logger)
+	dialer := chooseDialer(cfg, logger)
 
 	ctx, stopRelays := context.WithCancel(context.Background())
 	defer stopRelays()
@@ -149,7 +150,7 @@ func helperMain() int {
 }
 
 // relayFor makes the relay of one inherited host socket.
-func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer forward.Dialer, logger *slog.Logger) (func(context.Context) error, error) {
+func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer insideDialer, logger *slog.Logger) (func(context.Context) error, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
@@ -173,19 +174,26 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer forward.Dial
 			pc.Close()
 			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
-		r := &forward.UDPRelay{Port: sc.Inside, Dialer: forward.LoopbackDialer{},
+		r := &forward.UDPRelay{Port: sc.Inside, Dialer: dialer,
 			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger}
 		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
 }
 
-// insideDialer chooses how the relays dial the server: from the client's
+// insideDialer opens the inside legs of TCP connections and UDP flows.
+type insideDialer interface {
+	forward.Dialer
+	forward.PacketDialer
+}
+
+// chooseDialer chooses how the relays dial the server: from the client's
 // own address where the kernel allows it (the server then sees the real
-// client), from loopback otherwise, or when asked, or when the server reads
-// the client from a PROXY protocol header.
-func insideDialer(cfg helperConfig, logger *slog.Logger) forward.Dialer {
-	if cfg.SourceAddress != "client" || cfg.ProxyProtocol != 0 || len(cfg.Sockets) == 0 {
+// client), from loopback otherwise, or when asked. With a PROXY protocol
+// header the server reads the client from the header; UDP flows then still
+// come from the client's address.
+func chooseDialer(cfg helperConfig, logger *slog.Logger) insideDialer {
+	if cfg.SourceAddress != "client" || len(cfg.Sockets) == 0 {
 		return forward.LoopbackDialer{}
 	}
 	err := forward.CheckTransparent()
@@ -196,7 +204,21 @@ func insideDialer(cfg helperConfig, logger *slog.Logger) forward.Dialer {
 		logger.Warn("the server will see clients as coming from loopback: this kernel does not let nsbind keep their addresses", "err", err)
 		return forward.LoopbackDialer{}
 	}
+	if cfg.ProxyProtocol != 0 {
+		return proxyDialer{}
+	}
 	return forward.TransparentDialer{}
+}
+
+// proxyDialer dials TCP from loopback (the PROXY header carries the client)
+// and UDP from the client's address.
+type proxyDialer struct {
+	forward.LoopbackDialer
+	udp forward.TransparentDialer
+}
+
+func (d proxyDialer) DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error) {
+	return d.udp.DialUDP(ctx, client, server)
 }
 
 // waitTimeout waits for wg, at most d.

@@ -44,6 +44,8 @@ func TestMain(m *testing.M) {
 //	               client address it sees and closes; with HOLD (ADDR:PORT)
 //	               it also keeps a listener there, taking that port inside
 //	banner PORT    TCP on [::]:PORT, sends "PORT\n" to each connection and closes it
+//	udppeer PORT   UDP on [::]:PORT: answers each datagram with the client
+//	               address it sees
 //	udpecho PORT   UDP echo on [::]:PORT (both families); udpecho4 on
 //	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
 //
@@ -103,6 +105,21 @@ func testServer(args []string) int {
 				fmt.Fprintf(c, "%s\n", args[1])
 			}
 			c.Close()
+		}
+	case "udppeer":
+		c, err := net.ListenPacket("udp", ":"+args[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Println("listening")
+		buf := make([]byte, 1<<16)
+		for {
+			_, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return 1
+			}
+			c.WriteTo([]byte(from.String()), from)
 		}
 	case "udpecho", "udpecho4", "udpecho6":
 		network := "udp" + strings.TrimPrefix(args[0], "udpecho")

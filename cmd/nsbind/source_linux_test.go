@@ -48,6 +48,41 @@ func TestServerSeesClientAddress(t *testing.T) {
 	}
 }
 
+// askUDPPeer sends a datagram to ap from local and returns the client
+// address the "udppeer" test server saw, and the client's own address.
+func askUDPPeer(t *testing.T, local, ap netip.AddrPort) (seen, own string) {
+	t.Helper()
+	c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(local), net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 200)
+	// The server may still be starting: ask until it answers (bounded).
+	for range 100 {
+		c.Write([]byte("who am I"))
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n]), c.LocalAddr().String()
+		}
+	}
+	t.Fatalf("no answer from %s over UDP", ap)
+	return "", ""
+}
+
+// Acceptance: the same for UDP: the server's recvfrom() sees the client.
+func TestUDPServerSeesClientAddress(t *testing.T) {
+	r := startNsbind(t, "-p", "53:0/udp", "--", os.Args[0], "__server", "udppeer", "53")
+	seen, own := askUDPPeer(t, netip.MustParseAddrPort("127.0.0.2:0"), r.addr(4))
+	if seen != own {
+		t.Errorf("IPv4: server saw %s, the client is %s", seen, own)
+	}
+	seen, own = askUDPPeer(t, netip.MustParseAddrPort("[::1]:0"), r.addr(6))
+	if seen != own {
+		t.Errorf("IPv6: server saw %s, the client is %s", seen, own)
+	}
+}
+
 // --source-address=loopback asks for plain relaying: the server sees the
 // helper's loopback address.
 func TestSourceAddressLoopback(t *testing.T) {
@@ -171,8 +206,16 @@ func TestServerSeesRemoteClient(t *testing.T) {
 	u := asTestUser(t)
 	python := needProgram(t, "python3")
 	remote := newRemoteHost(t)
-	r := startNsbindAs(t, u, "-p", "80:[::]:0", "--", u.bin, "__server", "peer", "80")
-	port := r.ports[0].HostPort
+	r := startNsbindAs(t, u, "-p", "80:[::]:0", "-p", "53:[::]:0/udp", "--", "sh", "-c",
+		u.bin+" __server udppeer 53 & exec "+u.bin+" __server peer 80")
+	var port, udpPort uint16
+	for _, p := range r.ports {
+		if p.Proto == "tcp" {
+			port = p.HostPort
+		} else {
+			udpPort = p.HostPort
+		}
+	}
 	const client = `import socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
 print(s.recv(200).decode().strip(), "%s" % (s.getsockname()[0],), s.getsockname()[1])`
@@ -188,6 +231,32 @@ print(s.recv(200).decode().strip(), "%s" % (s.getsockname()[0],), s.getsockname(
 		want := net.JoinHostPort(f[1], f[2])
 		if f[0] != want {
 			t.Errorf("via %s: server saw %s, the client is %s", host, f[0], want)
+		}
+	}
+	const udpClient = `import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+s.connect((host, port))
+for _ in range(50):
+    s.send(b"who am I")
+    try:
+        seen = s.recv(200).decode()
+        break
+    except socket.timeout:
+        continue
+print(seen, s.getsockname()[0], s.getsockname()[1])`
+	for _, host := range []string{hostVeth4, hostVeth6} {
+		out, err := remote.command(python, "-c", udpClient, host, fmt.Sprint(udpPort)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("UDP client to %s: %v\n%s", host, err, out)
+		}
+		f := strings.Fields(string(out))
+		if len(f) != 3 {
+			t.Fatalf("UDP client output %q", out)
+		}
+		if want := net.JoinHostPort(f[1], f[2]); f[0] != want {
+			t.Errorf("UDP via %s: server saw %s, the client is %s", host, f[0], want)
 		}
 	}
 }
