@@ -24,6 +24,8 @@ type helperConfig struct {
 	SourceAddress string `json:"source_address"`
 	// ProxyProtocol is 1 or 2 to send a PROXY protocol header first.
 	ProxyProtocol int `json:"proxy_protocol,omitempty"`
+	// Veth, with --net=veth, is the helper's end of the veth pair.
+	Veth *vethConfig `json:"veth,omitempty"`
 }
 
 type socketConfig struct {
