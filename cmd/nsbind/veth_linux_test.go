@@ -27,13 +27,22 @@ func needRoot(t *testing.T) {
 
 // vethRemote is "another machine" for the --net=veth tests: a network
 // namespace made by the test, joined to the host by a veth pair with
-// documentation addresses (203.0.113.0/24, 2001:db8:9::/64; other tests
-// use 198.51.100.0/24). The host side forwards what it receives
+// documentation addresses (other tests use 198.51.100.0/24):
+//
+//	forwarding (the usual one): host 203.0.113.1/25, 2001:db8:9::1/64;
+//	                            remote 203.0.113.2, 2001:db8:9::2
+//	not forwarding:             host 203.0.113.129/25, 2001:db8:9:1::1/64;
+//	                            remote 203.0.113.130, 2001:db8:9:1::2
+//
+// The host side of the first forwards what it receives
 // (net.ipv4.conf.IF.forwarding=1, net.ipv6.conf.IF.force_forwarding=1):
 // that is the test's own interface, gone with it, so the kernel may route
 // the test's clients into nsbind's namespace without any global switch.
+// The second keeps the host's defaults (no forwarding), as eth0 here.
 type vethRemote struct {
 	name, hostSide string
+	host4, host6   string
+	addr4, addr6   string
 }
 
 const (
@@ -41,11 +50,18 @@ const (
 	vethHost4, vethHost6     = "203.0.113.1", "2001:db8:9::1"
 )
 
-func newVethRemote(t *testing.T) *vethRemote {
+func newVethRemote(t *testing.T) *vethRemote { return newVethRemoteWith(t, true) }
+
+func newVethRemoteWith(t *testing.T, forwarding bool) *vethRemote {
 	t.Helper()
 	ip := needProgram(t, "ip")
 	name := "nsbv" + strconv.Itoa(os.Getpid()%100000)
-	h := &vethRemote{name: name, hostSide: name + "h"}
+	h := &vethRemote{host4: vethHost4, host6: vethHost6, addr4: vethRemote4, addr6: vethRemote6}
+	if !forwarding {
+		name = "nsbw" + strconv.Itoa(os.Getpid()%100000)
+		h = &vethRemote{host4: "203.0.113.129", host6: "2001:db8:9:1::1", addr4: "203.0.113.130", addr6: "2001:db8:9:1::2"}
+	}
+	h.name, h.hostSide = name, name+"h"
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
@@ -63,18 +79,43 @@ func newVethRemote(t *testing.T) *vethRemote {
 	// compares them).
 	run("link", "set", h.hostSide, "addrgenmode", "none")
 	for _, kv := range []string{"ipv4/conf/" + h.hostSide + "/forwarding", "ipv6/conf/" + h.hostSide + "/force_forwarding"} {
+		if !forwarding {
+			break
+		}
 		if err := os.WriteFile("/proc/sys/net/"+kv, []byte("1"), 0); err != nil {
 			t.Fatalf("letting the test's own veth forward: %v", err)
 		}
 	}
-	run("addr", "add", vethHost4+"/24", "dev", h.hostSide)
-	run("-6", "addr", "add", vethHost6+"/64", "dev", h.hostSide, "nodad")
+	run("addr", "add", h.host4+"/25", "dev", h.hostSide)
+	run("-6", "addr", "add", h.host6+"/64", "dev", h.hostSide, "nodad")
 	run("link", "set", h.hostSide, "up")
 	run("-n", name, "link", "set", "lo", "up")
-	run("-n", name, "addr", "add", vethRemote4+"/24", "dev", name+"r")
-	run("-n", name, "-6", "addr", "add", vethRemote6+"/64", "dev", name+"r", "nodad")
+	run("-n", name, "addr", "add", h.addr4+"/25", "dev", name+"r")
+	run("-n", name, "-6", "addr", "add", h.addr6+"/64", "dev", name+"r", "nodad")
 	run("-n", name, "link", "set", name+"r", "up")
+	// Routes back to the host's other test subnet, so that the remote
+	// answers connections from there (the relay's, or masqueraded ones).
+	run("-n", name, "route", "add", "default", "via", h.host4)
+	run("-n", name, "-6", "route", "add", "default", "via", h.host6)
 	return h
+}
+
+// serve runs the peer server on port in the remote machine until the test
+// ends, and waits until it listens.
+func (h *vethRemote) serve(t *testing.T, python string, port int) {
+	t.Helper()
+	cmd := h.command(python, "-c", peerScript, strconv.Itoa(port))
+	out := new(lockedBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "listening") },
+		func() string { return "the remote server did not start: " + out.String() })
 }
 
 // command runs a program on the remote machine.
@@ -138,12 +179,14 @@ func dnatPackets(t *testing.T, table string) int {
 
 // peerScript is a server for [::]:80 (both families) that answers each
 // connection with the client's address and the address it was accepted on.
-const peerScript = `import socket
-s = socket.create_server(("::", 80), family=socket.AF_INET6, dualstack_ipv6=True)
+const peerScript = `import socket, sys
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 80
+s = socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)
 print("listening", flush=True)
 while True:
     c, a = s.accept()
-    c.sendall(("%s %s\n" % (a[0], c.getsockname()[0])).encode())
+    u = lambda x: x[7:] if x.startswith("::ffff:") else x
+    c.sendall(("%s %s\n" % (u(a[0]), u(c.getsockname()[0]))).encode())
     c.close()`
 
 // askScript connects to ARGV[1]:ARGV[2] and prints the server's answer and
@@ -385,6 +428,51 @@ func TestVethNormalExitCleanup(t *testing.T) {
 	}
 	if out, err := exec.Command("nft", "list", "table", "inet", m[1]).CombinedOutput(); err == nil {
 		t.Errorf("the table inet %s is still there after nsbind exited:\n%s", m[1], out)
+	}
+}
+
+// Outbound with --net=veth: a connection from inside to another machine
+// leaves through an interface that forwards, masqueraded to the host's
+// address on it, over IPv4 and IPv6; one towards an interface that does
+// not forward (whose replies the kernel would drop) is refused at once with
+// "network unreachable" instead of hanging.
+func TestVethOutbound(t *testing.T) {
+	needRoot(t)
+	python := needProgram(t, "python3")
+	fwd := newVethRemote(t)
+	blocked := newVethRemoteWith(t, false)
+	fwd.serve(t, python, 9000)
+	blocked.serve(t, python, 9000)
+	const client = `import socket, sys, time
+for host in sys.argv[1:]:
+    start = time.monotonic()
+    try:
+        s = socket.create_connection((host, 9000), timeout=10)
+        print(host, "ok", s.recv(200).decode().split()[0])
+    except OSError as e:
+        print(host, "errno", e.errno, "after %ds" % (time.monotonic() - start))`
+	code, stdout, stderr := runNsbind(t, "run", "--net=veth", "--", python, "-c", client,
+		fwd.addr4, fwd.addr6, blocked.addr4, blocked.addr6)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	// IPv4 fails on the first SYN. For IPv6 the kernel takes "no route"
+	// as a soft error for a SYN and fails the connect on the answer to
+	// its first retransmission, about a second later.
+	unreach := " errno " + strconv.Itoa(int(syscall.ENETUNREACH)) + " after "
+	want := []*regexp.Regexp{
+		regexp.MustCompile(regexp.QuoteMeta(fwd.addr4+" ok "+fwd.host4) + "\n"),
+		regexp.MustCompile(regexp.QuoteMeta(fwd.addr6+" ok "+fwd.host6) + "\n"),
+		regexp.MustCompile(regexp.QuoteMeta(blocked.addr4+unreach) + "0s"),
+		regexp.MustCompile(regexp.QuoteMeta(blocked.addr6+unreach) + "[012]s"),
+	}
+	for _, w := range want {
+		if !w.MatchString(stdout) {
+			t.Errorf("inside: want %q in:\n%s", w, stdout)
+		}
+	}
+	if !strings.Contains(stderr, blocked.hostSide+".forwarding=0") {
+		t.Errorf("nsbind did not say which interfaces do not forward:\n%s", stderr)
 	}
 }
 
