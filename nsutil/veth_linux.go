@@ -562,11 +562,12 @@ func ProbeVeth() error {
 	name := fmt.Sprintf("nsbp%d", os.Getpid())
 	err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "nsbind/probe"})
 	switch {
-	case err == nil:
+	case errors.Is(err, syscall.EINVAL):
+	case err == nil: // a kernel that took the name after all
 		DeleteVeth(name)
 	case errors.Is(err, syscall.EOPNOTSUPP):
 		return fmt.Errorf("the kernel has no veth driver (CONFIG_VETH): %w", err)
-	case errors.Is(err, syscall.EPERM):
+	default:
 		return fmt.Errorf("creating a veth pair: %w", err)
 	}
 	return probeOwnedTable()
