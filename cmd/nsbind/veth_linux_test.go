@@ -222,14 +222,15 @@ func insideAddrs(t *testing.T, r *nsbindRun) (string, []netip.Prefix) {
 // interface names, and both serve a remote client over IPv4 and IPv6
 // through the kernel (the server accepts on its own eth0 address, not on
 // loopback as behind the relay) while seeing the client's own address.
-// The second run chooses its subnets with --subnet.
+// The second run chooses its subnets with --subnet and publishes on one
+// host address of each family rather than on [::].
 func TestVethTwoRuns(t *testing.T) {
 	needRoot(t)
 	python := needProgram(t, "python3")
 	remote := newVethRemote(t)
 	a := startNsbind(t, "--net=veth", "-p", "80:[::]:0", "--", python, "-c", peerScript)
 	b := startNsbind(t, "--net=veth", "--subnet", "10.213.250.0/29", "--subnet", "fd6e:7362:6e64:fa::/64",
-		"-p", "80:[::]:0", "--", python, "-c", peerScript)
+		"-p", "80:"+vethHost4+":0", "-p", "80:["+vethHost6+"]:0", "--", python, "-c", peerScript)
 	nameA, insideA := insideAddrs(t, a)
 	nameB, insideB := insideAddrs(t, b)
 	if nameA == nameB || nameA != vethName(a) || nameB != vethName(b) {
@@ -250,8 +251,8 @@ func TestVethTwoRuns(t *testing.T) {
 		inside []netip.Prefix
 	}{{a, insideA}, {b, insideB}} {
 		run.r.waitOutput("listening")
-		port := run.r.ports[0].HostPort
 		for i, host := range []string{vethHost4, vethHost6} {
+			port := publishedPort(t, run.r, netip.MustParseAddr(host))
 			out, err := remote.command(python, "-c", askScript, host, fmt.Sprint(port)).CombinedOutput()
 			if err != nil {
 				t.Fatalf("client to %s:%d: %v\n%s", host, port, err, out)
@@ -269,6 +270,18 @@ func TestVethTwoRuns(t *testing.T) {
 			}
 		}
 	}
+}
+
+// publishedPort is the host port of r's socket that takes clients to host.
+func publishedPort(t *testing.T, r *nsbindRun, host netip.Addr) uint16 {
+	t.Helper()
+	for _, p := range r.ports {
+		if a := netip.MustParseAddr(p.HostIP); a == host || a.IsUnspecified() && (a.Is6() || host.Is4()) {
+			return p.HostPort
+		}
+	}
+	t.Fatalf("no socket published for %s: %+v", host, r.ports)
+	return 0
 }
 
 // hostSnapshot is what acceptance 3 compares: the host's interfaces,
@@ -411,23 +424,27 @@ func TestVethKillCleanup(t *testing.T) {
 	}
 }
 
-// A normal end removes the veth and the table at once, before nsbind
-// exits.
+// Signals and the exit status work as with the relay, and a normal end
+// removes the veth and the table before nsbind exits.
 func TestVethNormalExitCleanup(t *testing.T) {
 	needRoot(t)
-	code, _, stderr := runNsbind(t, "run", "--net=veth", "-p", "80:0", "--", "sh", "-c", "exit 7")
-	if code != 7 {
-		t.Fatalf("exit status %d, want the server's 7; stderr:\n%s", code, stderr)
+	r := startNsbind(t, "--net=veth", "-p", "80:0", "--", os.Args[0], "__server", "sigwait")
+	r.waitOutput("ready")
+	name := vethName(r)
+	if out, err := exec.Command("ip", "-o", "link", "show", name).CombinedOutput(); err != nil {
+		t.Fatalf("no veth %s during the run: %v\n%s", name, err, out)
 	}
-	m := regexp.MustCompile(`veth (nsb\S+) `).FindStringSubmatch(stderr)
-	if m == nil {
-		t.Fatalf("no veth line:\n%s", stderr)
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", m[1]).CombinedOutput(); strings.Contains(string(out), m[1]+":") || strings.Contains(string(out), m[1]+"@") {
-		t.Errorf("the veth %s is still there after nsbind exited: %s", m[1], out)
+	if code := r.wait(10 * time.Second); code != 42 {
+		t.Fatalf("exit status %d, want the server's 42; stderr:\n%s", code, r.stderr.String())
 	}
-	if out, err := exec.Command("nft", "list", "table", "inet", m[1]).CombinedOutput(); err == nil {
-		t.Errorf("the table inet %s is still there after nsbind exited:\n%s", m[1], out)
+	if out, err := exec.Command("ip", "-o", "link", "show", name).CombinedOutput(); err == nil {
+		t.Errorf("the veth %s is still there after nsbind exited: %s", name, out)
+	}
+	if out, err := exec.Command("nft", "list", "table", "inet", name).CombinedOutput(); err == nil {
+		t.Errorf("the table inet %s is still there after nsbind exited:\n%s", name, out)
 	}
 }
 
