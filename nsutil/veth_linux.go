@@ -87,8 +87,10 @@ type Veth struct {
 	Forward6 bool
 }
 
-// Subnet4 and Subnet6 are the subnets of the pair.
+// Subnet4 is the IPv4 subnet of the pair.
 func (v *Veth) Subnet4() netip.Prefix { return v.Host4.Masked() }
+
+// Subnet6 is the IPv6 subnet of the pair (invalid without IPv6).
 func (v *Veth) Subnet6() netip.Prefix { return v.Host6.Masked() }
 
 // SubnetLock serialises the choice of subnets between concurrent runs on
@@ -159,8 +161,18 @@ type usedPrefix struct {
 	dev string
 }
 
+// broadestRoute is, per address length, the shortest route prefix that
+// counts as used: broader routes are default routes in all but name (a
+// VPN's 0.0.0.0/1 and 128.0.0.0/1, a catch-all fd00::/8), and the veth's
+// connected route, more specific, takes precedence over them for its own
+// few addresses only.
+var broadestRoute = map[int]int{32: 8, 128: 16}
+
+// routeCounts reports whether a host route to p rules out subnets in it.
+func routeCounts(p netip.Prefix) bool { return p.Bits() >= broadestRoute[p.Addr().BitLen()] }
+
 // hostPrefixes lists the host's routes (every table) and addresses of one
-// family, without default routes.
+// family, without default routes and routes as broad.
 func hostPrefixes(family int) ([]usedPrefix, error) {
 	names := map[int]string{}
 	links, err := netlink.LinkList()
@@ -179,7 +191,7 @@ func hostPrefixes(family int) ([]usedPrefix, error) {
 		if r.Dst == nil {
 			continue
 		}
-		if p, ok := ipNetPrefix(r.Dst); ok && p.Bits() > 0 {
+		if p, ok := ipNetPrefix(r.Dst); ok && routeCounts(p) {
 			out = append(out, usedPrefix{p, names[r.LinkIndex]})
 		}
 	}
@@ -310,6 +322,12 @@ func ChooseSubnets(want4, want6 netip.Prefix) (Veth, error) {
 	}
 	p6, err := pickSubnet(want6, defaultPool6, defaultBits6, used)
 	if err != nil {
+		if !want6.IsValid() {
+			// No free default /64: the run goes on without IPv6 on the
+			// veth (IPv6 clients are relayed) rather than failing.
+			v.Forward6 = false
+			return v, nil
+		}
 		return v, err
 	}
 	v.Host6, v.Inside6 = ends(p6)

@@ -76,6 +76,24 @@ func TestPickSubnet(t *testing.T) {
 	}
 }
 
+// Routes as broad as a default route (a VPN's halves of the address space)
+// do not rule out the veth's subnets; narrower ones do.
+func TestRouteCounts(t *testing.T) {
+	for _, c := range []struct {
+		p    string
+		want bool
+	}{
+		{"0.0.0.0/0", false}, {"0.0.0.0/1", false}, {"128.0.0.0/1", false},
+		{"10.0.0.0/8", true}, {"10.213.0.0/16", true}, {"10.213.0.1/32", true},
+		{"::/0", false}, {"fd00::/8", false}, {"2000::/3", false},
+		{"fd00::/16", true}, {"fd6e:7362:6e64::/64", true},
+	} {
+		if got := routeCounts(netip.MustParsePrefix(c.p)); got != c.want {
+			t.Errorf("routeCounts(%s) = %v, want %v", c.p, got, c.want)
+		}
+	}
+}
+
 func TestEnds(t *testing.T) {
 	for _, c := range []struct{ p, host, inside string }{
 		{"10.213.0.4/30", "10.213.0.5/30", "10.213.0.6/30"},
