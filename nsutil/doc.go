@@ -3,7 +3,15 @@
 // namespace up from inside (init_linux.go), runs the server through the exec
 // step that drops every capability (exec_linux.go), supervises it
 // (supervise_linux.go), and carries messages between nsbind and its helper
-// (ctrl_linux.go).
+// (ctrl_linux.go). With --net=veth (privileged) it also makes the run's veth
+// pair (veth_linux.go) and the run's nftables table on the host
+// (hostrules_linux.go).
+//
+// --net=veth: CheckHostNetAdmin, LockSubnets, ChooseSubnets, CreateVeth,
+// HostForwarding, InstallHostRules, DeleteVeth and ProbeVeth run in the
+// parent on the host; SetupVethInside runs in the helper. A HostTable must
+// stay open (in the parent) for the run's whole life: the kernel deletes
+// the table when its netlink socket closes.
 //
 // Processes: Start runs in nsbind's parent on the host. SetupLoopback,
 // MountProc, StartServer and the Server methods run in the helper, inside

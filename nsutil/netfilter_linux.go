@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"syscall"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -112,7 +113,15 @@ func setupRoutes() error {
 		families = append(families, unix.AF_INET6)
 	}
 	for _, rt := range routes {
-		if err := netlink.RouteAdd(&rt); err != nil {
+		err := netlink.RouteAdd(&rt)
+		if errors.Is(err, syscall.EEXIST) {
+			// RouteTable is shared with the reply route of transparent
+			// dials (routes_linux.go); with --net=veth the default route
+			// goes through eth0 already, and the rules alone take
+			// outbound connections to the helper.
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("adding route %s table %d: %w", rt.Dst, rt.Table, err)
 		}
 	}
@@ -237,7 +246,11 @@ func programRules(r OutboundRules, compat bool) error {
 
 		// Outbound UDP: mark, re-route locally, hand to the helper.
 		mark := chain("udpmark", nftables.ChainTypeRoute, nftables.ChainHookOutput, -150)
-		rule(mark, cat(l4proto(unix.IPPROTO_UDP), daddrOutside(f),
+		// Only datagrams of flows started inside (conntrack's original
+		// direction): the server's answers to clients that came in (a
+		// transparent relay flow, a --net=veth client) are the reply
+		// direction of their flows and are routed as usual.
+		rule(mark, cat(l4proto(unix.IPPROTO_UDP), daddrOutside(f), ctOriginal(),
 			[]expr.Any{
 				&expr.Immediate{Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, MarkUDP)},
 				&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
@@ -356,4 +369,13 @@ func ProbeOutbound() error {
 		errc <- SetupOutbound(OutboundRules{Queue: 0, TCPPort: 1, UDPPort: 1})
 	}()
 	return <-errc
+}
+
+// ctOriginal matches packets in the original direction of their conntrack
+// flow (the direction of the flow's first packet).
+func ctOriginal() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+	}
 }

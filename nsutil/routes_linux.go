@@ -10,10 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// replyTable is the routing table of the reply route; the number only has
-// to be free in the namespace, which is nsbind's own.
-const replyTable = 0x6e62
-
 // replyRulePriority puts the reply rule after the local table (0) and
 // before the main table (32766).
 const replyRulePriority = 100
@@ -24,7 +20,7 @@ const replyRulePriority = 100
 // only lo in the namespace there is no route to that address and the
 // SYN-ACK would be lost, so the client's connection would hang. The rule
 // sends packets that the namespace itself sends from a loopback address
-// (127.0.0.0/8 or ::1, "iif lo") to a table whose only route delivers
+// (127.0.0.0/8 or ::1, "iif lo") to RouteTable, whose only route delivers
 // every destination locally, where the transparent socket takes them. It
 // is scoped to loopback sources, so routing of anything else the server
 // does is unchanged. It needs CAP_NET_ADMIN in the namespace.
@@ -48,18 +44,23 @@ func SetupReplyRouting() error {
 		rule.Family = f.family
 		rule.Src = src
 		rule.IifName = "lo"
-		rule.Table = replyTable
+		rule.Table = RouteTable
 		rule.Priority = replyRulePriority
 		err := netlink.RuleAdd(rule)
 		if err == nil {
+			// The table is the one outbound UDP uses too (netfilter_linux.go);
+			// whichever comes first adds the route.
 			err = netlink.RouteAdd(&netlink.Route{
 				LinkIndex: lo.Attrs().Index,
 				Dst:       all,
-				Table:     replyTable,
+				Table:     RouteTable,
 				Type:      unix.RTN_LOCAL,
 				Scope:     netlink.SCOPE_HOST,
 				Family:    f.family,
 			})
+			if errors.Is(err, syscall.EEXIST) {
+				err = nil
+			}
 		}
 		if err != nil {
 			if !f.mandatory && (errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EOPNOTSUPP)) {

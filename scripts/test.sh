@@ -16,10 +16,10 @@ fuzztime=${NSBIND_FUZZTIME:-10s}
 export NSBIND_TEST_REQUIRE_USERNS=1
 
 # Programs the end-to-end tests drive (Debian package names).
-packages=(curl python3 strace bash procps nginx iproute2)
 # Outbound connections: the remote host's namespace and veth (ip), DNS
 # servers (dnsmasq) and clients (dig, getent).
-packages+=(iproute2 dnsmasq-base bind9-dnsutils libc-bin)
+packages=(curl python3 strace bash procps nginx iproute2 nftables)
+packages+=(dnsmasq-base bind9-dnsutils libc-bin)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()

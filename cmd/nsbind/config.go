@@ -29,6 +29,8 @@ type helperConfig struct {
 	// UDP flows: idle timeout and bound per host socket (0: the defaults).
 	UDPTimeout  time.Duration `json:"udp_timeout,omitempty"`
 	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
+	// Veth, with --net=veth, is the helper's end of the veth pair.
+	Veth *vethConfig `json:"veth,omitempty"`
 }
 
 type socketConfig struct {

@@ -54,6 +54,12 @@ func helperMain() int {
 	if err := nsutil.SetupLoopback(); err != nil {
 		return fail(exitFailed, fmt.Errorf("setting up the network namespace: %w", err))
 	}
+	// --net=veth: eth0, once the parent has made the pair (veth_linux.go).
+	if cfg.Veth != nil {
+		if err := awaitVeth(ctrl, *cfg.Veth); err != nil {
+			return fail(exitFailed, fmt.Errorf("setting up the network namespace: %w", err))
+		}
+	}
 
 	dialer := chooseDialer(cfg, logger)
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -41,6 +42,10 @@ type runOptions struct {
 	resolvConf  string
 	udpTimeout  time.Duration
 	udpMaxFlows int
+	// --net and --subnet (veth.go, veth_linux.go).
+	net              string
+	subnets          []string
+	subnet4, subnet6 netip.Prefix
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -80,6 +85,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.resolvConf, "resolv-conf", "", "programs inside see `FILE` as /etc/resolv.conf (a nameserver on loopback is the host's)")
 	fs.DurationVar(&o.udpTimeout, "udp-timeout", forward.DefaultUDPTimeout, "a UDP flow (one client address and port) ends after this long with no datagram either way")
 	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
+	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
+	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -125,6 +132,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		proxyVersion = 2
 	default:
 		fmt.Fprintf(stderr, "nsbind: invalid --proxy-protocol %q: use v1 or v2\n", o.proxyProtocol)
+		return exitFailed
+	}
+	if err := checkNet(&o); err != nil {
+		fmt.Fprintf(stderr, "nsbind: %v\n", err)
 		return exitFailed
 	}
 	if o.quiet {
@@ -192,6 +203,18 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		UDPTimeout:     o.udpTimeout,
 		UDPMaxFlows:    o.udpMaxFlows,
 	}
+	// --net=veth: choose the veth's subnets before the helper starts, so
+	// its configuration can carry them (veth_linux.go).
+	var veth *vethRun
+	if o.net == netVeth {
+		var vc *vethConfig
+		veth, vc, err = prepareVeth(o)
+		if err != nil {
+			return fail(exitFailed, err)
+		}
+		defer veth.close(logger)
+		cfg.Veth = vc
+	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {
 		files[i] = s.File
@@ -231,6 +254,14 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 	socks = nil
 	if cfg.Foreground {
 		defer takeTerminal()
+	}
+	// --net=veth: the pair and the host's rules, then the helper goes on.
+	if veth != nil {
+		if err := veth.attach(h, cfg.Sockets, o.quiet, logger, stderr); err != nil {
+			h.Kill()
+			<-h.Done()
+			return fail(exitFailed, err)
+		}
 	}
 
 	received := make(chan nsutil.Msg, 4)
