@@ -108,7 +108,7 @@ func setupRoutes() error {
 	families := []int{unix.AF_INET}
 	if ipv6() {
 		routes = append(routes,
-			netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}},
+			netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Src: net.IPv6loopback},
 			netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Table: RouteTable, Type: unix.RTN_LOCAL})
 		families = append(families, unix.AF_INET6)
 	}

@@ -73,6 +73,9 @@ func askUDPPeer(t *testing.T, local, ap netip.AddrPort) (seen, own string) {
 // Acceptance: the same for UDP: the server's recvfrom() sees the client.
 func TestUDPServerSeesClientAddress(t *testing.T) {
 	r := startNsbind(t, "-p", "53:0/udp", "--", os.Args[0], "__server", "udppeer", "53")
+	// Datagrams that come before the server listens may go to the other
+	// family, which it also listens on: ask once it does.
+	r.waitOutput("listening")
 	seen, own := askUDPPeer(t, netip.MustParseAddrPort("127.0.0.2:0"), r.addr(4))
 	if seen != own {
 		t.Errorf("IPv4: server saw %s, the client is %s", seen, own)
@@ -206,8 +209,10 @@ func TestServerSeesRemoteClient(t *testing.T) {
 	u := asTestUser(t)
 	python := needProgram(t, "python3")
 	remote := newRemoteHost(t)
-	r := startNsbindAs(t, u, "-p", "80:[::]:0", "-p", "53:[::]:0/udp", "--", "sh", "-c",
+	r := startNsbindAs(t, u, "--log-level", "debug", "-p", "80:[::]:0", "-p", "53:[::]:0/udp", "--", "sh", "-c",
 		u.bin+" __server udppeer 53 & exec "+u.bin+" __server peer 80")
+	waitUntil(t, 15*time.Second, func() bool { return strings.Count(r.stdout.String(), "listening") == 2 },
+		func() string { return "the servers did not listen: " + r.stdout.String() })
 	var port, udpPort uint16
 	for _, p := range r.ports {
 		if p.Proto == "tcp" {
@@ -245,6 +250,8 @@ for _ in range(50):
         break
     except socket.timeout:
         continue
+else:
+    sys.exit("no answer")
 print(seen, s.getsockname()[0], s.getsockname()[1])`
 	for _, host := range []string{hostVeth4, hostVeth6} {
 		out, err := remote.command(python, "-c", udpClient, host, fmt.Sprint(udpPort)).CombinedOutput()
