@@ -20,6 +20,10 @@ const (
 	// From the parent to the helper.
 	MsgSignal   = "signal"   // deliver Signal to the server
 	MsgContinue = "continue" // continue a stopped server; Foreground says whether it gets the terminal
+	// With --direct (see cmd/nsbind/direct_linux.go).
+	MsgRelay     = "relay"     // helper → parent: relay the attached host socket Socket on the host to host socket Target
+	MsgUnrelay   = "unrelay"   // helper → parent: stop relaying Socket, answer MsgUnrelayed
+	MsgUnrelayed = "unrelayed" // parent → helper: Socket is no longer relayed
 )
 
 // Msg is one message on the control channel.
@@ -30,6 +34,10 @@ type Msg struct {
 	Pid        int    `json:"pid,omitempty"`
 	Text       string `json:"text,omitempty"`
 	Foreground bool   `json:"fg,omitempty"`
+	// Socket and Target index the published host sockets (MsgRelay,
+	// MsgUnrelay, MsgUnrelayed).
+	Socket int `json:"sock,omitempty"`
+	Target int `json:"target,omitempty"`
 }
 
 // maxMsg bounds one message; messages are small JSON objects.

@@ -19,6 +19,8 @@ type helperConfig struct {
 	Foreground     bool           `json:"foreground,omitempty"`
 	LogLevel       string         `json:"log_level"`
 	ConnectTimeout time.Duration  `json:"connect_timeout"`
+	// Direct gives the server the host sockets at its bind (--direct).
+	Direct bool `json:"direct,omitempty"`
 }
 
 type socketConfig struct {

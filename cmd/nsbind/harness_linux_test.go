@@ -67,19 +67,38 @@ type nsbindRun struct {
 }
 
 // nsbindCmd is the command line of nsbind (the test binary as the CLI).
+// Under NSBIND_TEST_DIRECT=1 (scripts/test.sh runs the suite once so) every
+// "nsbind run" gets --direct: the relay and --direct pass the same suite.
 func nsbindCmd(args ...string) *exec.Cmd {
+	if directMode() && len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run", "--direct"}, args[1:]...)
+	}
 	return exec.Command(os.Args[0], append([]string{"__nsbind"}, args...)...)
 }
+
+// directMode reports whether the suite runs with --direct.
+func directMode() bool { return os.Getenv("NSBIND_TEST_DIRECT") == "1" }
 
 // startNsbind starts "nsbind run --ports-file F ARGS..." and waits until
 // nsbind has written the ports file (the server runs and every host socket
 // listens) or has exited.
 func startNsbind(t *testing.T, args ...string) *nsbindRun {
 	t.Helper()
+	return startNsbindIn(t, t.TempDir(), nil, args...)
+}
+
+// startNsbindIn is startNsbind with the ports file in dir and prepare, if
+// not nil, adjusting the command before it starts (to run it as another
+// user, say).
+func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...string) *nsbindRun {
+	t.Helper()
 	requireUserns(t)
-	portsFile := filepath.Join(t.TempDir(), "ports.json")
+	portsFile := filepath.Join(dir, "ports.json")
 	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
 	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	if prepare != nil {
+		prepare(r.cmd)
+	}
 	r.cmd.Stdout = r.stdout
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {

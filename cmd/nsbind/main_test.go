@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "__nsbind":
+			denySeccompForTest()
 			os.Exit(run(os.Args[2:], os.Stdout, os.Stderr))
 		case "__server":
 			os.Exit(testServer(os.Args[2:]))
@@ -39,6 +40,7 @@ func TestMain(m *testing.M) {
 //	echo PORT      TCP echo on [::]:PORT, each connection half-closed after its echo
 //	echo4 PORT     the same on 0.0.0.0:PORT only
 //	sigwait        prints "ready", exits 42 on SIGTERM
+//	...            and the servers of the --direct tests (directTestServer)
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -77,6 +79,9 @@ func testServer(args []string) int {
 		<-sigs
 		fmt.Println("got SIGTERM")
 		return 42
+	}
+	if code, ok := directTestServer(args); ok {
+		return code
 	}
 	fmt.Fprintf(os.Stderr, "unknown test server %q\n", args[0])
 	return 2

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ type runOptions struct {
 	logLevel       string
 	connectTimeout time.Duration
 	portsFile      string
+	direct         bool
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -64,6 +66,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -138,6 +141,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		Foreground:     terminalIsOurs(),
 		LogLevel:       o.logLevel,
 		ConnectTimeout: o.connectTimeout,
+		Direct:         o.direct && len(socks) > 0,
 	}
 	files := make([]*os.File, len(socks))
 	for i, s := range socks {
@@ -180,13 +184,22 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		defer takeTerminal()
 	}
 
+	// --direct: host sockets the server did not take are relayed from here.
+	relayCtx, stopHostRelays := context.WithCancel(context.Background())
+	defer stopHostRelays()
+	hostRelays := newHostRelays(relayCtx, h.Ctrl, cfg.Sockets, o.connectTimeout, logger)
+
 	received := make(chan nsutil.Msg, 4)
 	go func() {
 		defer close(received)
 		for {
 			m, files, err := h.Ctrl.Recv()
+			handled := err == nil && hostRelays.handle(m, files)
 			for _, f := range files {
 				f.Close()
+			}
+			if handled {
+				continue
 			}
 			if err != nil {
 				return
