@@ -8,6 +8,12 @@
 // they accept host connections and dial the server through a Dialer, which
 // connects inside because the helper lives there.
 //
+// With --direct (handover.go, sockopt_linux.go) the helper gives the server
+// the host sockets themselves: Handover decides which bind gets which, and
+// SocketOptions carries the server's options over. nsbind's parent relays,
+// on the host, a host socket the server did not take to one it took
+// (AddrDialer). A Handover belongs to one goroutine.
+//
 // Concurrency: Serve runs on one goroutine per host socket and starts two
 // goroutines per TCP connection, one per direction. Serve returns only after
 // every connection goroutine has ended. Stats may be read from any goroutine.

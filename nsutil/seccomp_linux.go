@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -185,6 +186,9 @@ type BindListener struct {
 	fd     int
 	arch   uint32
 	cancel [2]int // a pipe: writing to it ends a waiting Next
+
+	mu   sync.Mutex // guards done, so Close never writes to a closed pipe
+	done bool
 }
 
 // ErrBindListenerClosed is returned by Next once the listener was closed or
@@ -235,7 +239,11 @@ func ReceiveBindListener(sock *os.File) (*BindListener, error) {
 // itself closes when Next returns, and with it the filter's notifications:
 // a bind the server calls after that fails with ENOSYS.
 func (l *BindListener) Close() {
-	unix.Write(l.cancel[1], []byte{0})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		unix.Write(l.cancel[1], []byte{0})
+	}
 }
 
 // BindCall is one bind(2) of the server, stopped until it is answered.
@@ -324,6 +332,9 @@ func (l *BindListener) read(pid int, addr uint64, size int) ([]byte, error) {
 }
 
 func (l *BindListener) closed(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.done = true
 	unix.Close(l.fd)
 	unix.Close(l.cancel[0])
 	unix.Close(l.cancel[1])

@@ -179,6 +179,9 @@ func (d *director) handle(c *nsutil.BindCall) {
 	host := d.cfg.Sockets[i].Host
 	switch dec.From {
 	case forward.Relayed:
+		// Connections the relay carries stop reading from their clients
+		// (the relay's end of shutdown); this happens only when the
+		// server binds the other family after one that continued inside.
 		d.stops[i]()
 	case forward.Forwarded:
 		d.takeBack(i)
@@ -359,7 +362,8 @@ func (p *hostRelays) start(m nsutil.Msg, files []*os.File) error {
 	}
 	sc := p.socks[m.Socket]
 	if forward.Proto(sc.Proto) != forward.TCP {
-		return fmt.Errorf("relaying host socket %s on the host: protocol %s is not supported yet", sc.Host, sc.Proto)
+		p.logger.Warn(fmt.Sprintf("host socket %s/%s is not served: the server took the other family, and nsbind cannot relay %s to it yet", sc.Host, sc.Proto, sc.Proto))
+		return nil
 	}
 	ln, err := net.FileListener(files[0])
 	if err != nil {

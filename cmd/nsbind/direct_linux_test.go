@@ -107,16 +107,22 @@ func TestDirectHTTPServer(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello from inside\n"), 0o644)
 	tests := []struct {
 		name   string
+		root   bool // --root: the filter is installed without no_new_privs
 		bind   string
 		family int    // of the host socket the server gets
 		client string // the source address whose requests the server logs
 	}{
-		{"IPv4", "0.0.0.0", 4, "127.0.0.2"},
-		{"dual-stack", "::", 6, "::1"},
+		{"IPv4", false, "0.0.0.0", 4, "127.0.0.2"},
+		{"dual-stack", false, "::", 6, "::1"},
+		{"IPv4 with --root", true, "0.0.0.0", 4, "127.0.0.2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := startNsbind(t, "--direct", "-p", "80:0", "--", python, "-m", "http.server", "--bind", tt.bind, "--directory", dir, "80")
+			args := []string{"--direct", "-p", "80:0", "--", python, "-m", "http.server", "--bind", tt.bind, "--directory", dir, "80"}
+			if tt.root {
+				args = append([]string{"--root"}, args...)
+			}
+			r := startNsbind(t, args...)
 			for _, family := range []int{4, 6} {
 				if got := curl(t, fmt.Sprintf("http://%s/hello.txt", r.addr(family))); got != "hello from inside\n" {
 					t.Fatalf("IPv%d: got %q", family, got)
@@ -415,6 +421,17 @@ func TestDirectUDP(t *testing.T) {
 	}
 	if got, want := string(buf[:n]), "peer="+c.LocalAddr().String(); got != want {
 		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// A bind the server's host sockets cannot take (here: only an IPv6 host
+// socket is published, the server listens on IPv4 only) continues inside,
+// and the host socket is relayed to it as without --direct.
+func TestDirectOtherFamilyRelayed(t *testing.T) {
+	r := startNsbind(t, "--direct", "-p", "7:[::1]:0", "--", os.Args[0], "__server", "whoami", "tcp4", "7")
+	r.waitOutput("listening on 0.0.0.0:7")
+	if line, _ := dialLine(t, netip.Addr{}, r.addr(6)); !strings.HasPrefix(line, "peer=127.0.0.1:") {
+		t.Fatalf("got %q, want the relay's address inside", line)
 	}
 }
 
