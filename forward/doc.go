@@ -14,6 +14,12 @@
 // connects them itself, so Outbound (TCP) and UDPOutbound reach the world
 // with the host's routing and see the host's errors.
 //
+// With --direct (handover.go, sockopt_linux.go) the helper gives the server
+// the host sockets themselves: Handover decides which bind gets which, and
+// SocketOptions carries the server's options over. nsbind's parent relays,
+// on the host, a host socket the server did not take to one it took
+// (AddrDialer). A Handover belongs to one goroutine.
+//
 // Concurrency: Serve runs on one goroutine per host socket. A TCP connection
 // gets two goroutines, one per direction. A UDP flow (one client address)
 // gets one goroutine that reads the server's replies; the Serve goroutine

@@ -23,6 +23,10 @@ const (
 	// Both ways: the helper asks for N unconnected host sockets of Kind
 	// (outbound connections); the parent answers with them attached.
 	MsgSockets = "sockets"
+	// With --direct (see cmd/nsbind/direct_linux.go).
+	MsgRelay     = "relay"     // helper → parent: relay the attached host socket Socket on the host to host socket Target
+	MsgUnrelay   = "unrelay"   // helper → parent: stop relaying Socket, answer MsgUnrelayed
+	MsgUnrelayed = "unrelayed" // parent → helper: Socket is no longer relayed
 )
 
 // Msg is one message on the control channel.
@@ -35,6 +39,10 @@ type Msg struct {
 	Foreground bool   `json:"fg,omitempty"`
 	Kind       string `json:"kind,omitempty"`
 	N          int    `json:"n,omitempty"`
+	// Socket and Target index the published host sockets (MsgRelay,
+	// MsgUnrelay, MsgUnrelayed).
+	Socket int `json:"sock,omitempty"`
+	Target int `json:"target,omitempty"`
 }
 
 // maxMsg bounds one message; messages are small JSON objects.

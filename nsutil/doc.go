@@ -2,10 +2,11 @@
 // in new user, network, PID and mount namespaces (start_linux.go), sets the
 // namespace up from inside (init_linux.go), runs the server through the exec
 // step that drops every capability (exec_linux.go), supervises it
-// (supervise_linux.go), and carries messages between nsbind and its helper
-// (ctrl_linux.go). With --net=veth (privileged) it also makes the run's veth
-// pair (veth_linux.go) and the run's nftables table on the host
-// (hostrules_linux.go).
+// (supervise_linux.go), carries messages between nsbind and its helper
+// (ctrl_linux.go), and, for --direct, traps the server's bind(2) with a
+// seccomp filter whose listener the helper answers (seccomp_linux.go). With
+// --net=veth (privileged) it also makes the run's veth pair (veth_linux.go)
+// and the run's nftables table on the host (hostrules_linux.go).
 //
 // --net=veth: CheckHostNetAdmin, LockSubnets, ChooseSubnets, CreateVeth,
 // HostForwarding, InstallHostRules, DeleteVeth and ProbeVeth run in the
@@ -15,10 +16,12 @@
 //
 // Processes: Start runs in nsbind's parent on the host. SetupLoopback,
 // MountProc, StartServer and the Server methods run in the helper, inside
-// the namespaces, and so do SetupOutbound, OpenQueue and BindResolvConf.
-// ProbeOutbound runs in any process with CAP_NET_ADMIN in its user
-// namespace (the helper, or one nsbind doctor starts). ExecServer runs in the exec step, the short-lived process
-// that becomes the server.
+// the namespaces, and so do SetupOutbound, SetupReplyRouting, OpenQueue,
+// BindResolvConf, ReceiveBindListener and the BindListener. ProbeOutbound
+// runs in any process with CAP_NET_ADMIN in its user namespace (the helper,
+// or one nsbind doctor starts). ExecServer runs in the exec step, the
+// short-lived process that becomes the server, and installs the bind filter
+// there.
 //
 // Concurrency: Start forks from a goroutine locked to its thread for the
 // helper's whole life (Go's Pdeathsig is tied to the forking thread).
@@ -26,7 +29,9 @@
 // Queue.Next is called from one goroutine, Queue.Verdict from any.
 // After StartServer the calling process reaps all its children on its own
 // goroutine and must start no other child process. ExecServer works on one
-// locked thread, because capabilities and no_new_privs are per thread.
+// locked thread, because capabilities, no_new_privs and seccomp filters are
+// per thread. BindListener.Next is called from one goroutine at a time; its
+// answers (Continue, Replace...) and Close from any.
 //
 // nsutil never imports forward: cmd/nsbind hands forward the sockets.
 package nsutil

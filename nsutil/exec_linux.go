@@ -59,15 +59,16 @@ func LookPath(command string) (string, error) {
 
 // ExecServer is the body of the exec step, the last process nsbind runs
 // before the server: it finds args[0], drops every capability unless
-// keepCaps, and replaces itself with the server. It returns only on
-// failure, with an *ExecError.
+// keepCaps, with direct installs the bind filter and sends its listener on
+// BindNotifyFD (seccomp_linux.go), and replaces itself with the server. It
+// returns only on failure, with an *ExecError.
 //
 // Capabilities and no_new_privs belong to a thread, and execve takes the
 // calling thread's, so all of it happens on one locked thread. With no
 // ambient capabilities an exec as a non-root uid leaves the server none;
 // the empty bounding set and no_new_privs make sure no setuid or
 // file-capability program run by the server can gain any (fact 8).
-func ExecServer(args, env []string, keepCaps bool) error {
+func ExecServer(args, env []string, keepCaps, direct bool) error {
 	runtime.LockOSThread()
 	// Only 0, 1 and 2 reach the server. This closes the report descriptor
 	// at a successful exec (which tells StartServer the server runs) and
@@ -81,6 +82,11 @@ func ExecServer(args, env []string, keepCaps bool) error {
 		if err := dropCapabilities(); err != nil {
 			return &ExecError{Command: args[0], Err: err}
 		}
+	}
+	if direct {
+		// Last before the exec: from here on this thread's bind(2)
+		// calls wait for the helper.
+		sendBindListener(BindNotifyFD)
 	}
 	err = unix.Exec(path, args, env)
 	if errors.Is(err, syscall.ENOENT) {

@@ -29,6 +29,9 @@ type ServerConfig struct {
 	// reach the server and an interactive shell inside has job control.
 	Foreground            bool
 	Stdin, Stdout, Stderr *os.File
+	// ExtraFiles are inherited by the exec step from ExecReportFD+1 on
+	// (BindNotifyFD with --direct).
+	ExtraFiles []*os.File
 }
 
 // Status is how the server ended.
@@ -71,7 +74,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	defer report.Close()
 	attr := &os.ProcAttr{
 		Env:   cfg.Env,
-		Files: []*os.File{cfg.Stdin, cfg.Stdout, cfg.Stderr, reportW},
+		Files: append([]*os.File{cfg.Stdin, cfg.Stdout, cfg.Stderr, reportW}, cfg.ExtraFiles...),
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	}
 	if cfg.Foreground {

@@ -17,8 +17,8 @@ export NSBIND_TEST_REQUIRE_USERNS=1
 
 # Programs the end-to-end tests drive (Debian package names).
 # Outbound connections: the remote host's namespace and veth (ip), DNS
-# servers (dnsmasq) and clients (dig, getent).
-packages=(curl python3 strace bash procps nginx iproute2 nftables)
+# servers (dnsmasq) and clients (dig, getent); --direct: nginx, iperf3.
+packages=(curl python3 strace bash procps nginx iperf3 iproute2 nftables)
 packages+=(dnsmasq-base bind9-dnsutils libc-bin)
 
 if [ "$(id -u)" = 0 ]; then
@@ -30,7 +30,16 @@ if [ "$(id -u)" = 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # The tests run nginx and iperf3 themselves: keep the packages from
+    # starting their services on the host (policy-rc.d, as Debian's
+    # invoke-rc.d reads it).
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$policy" ] || rm -f "$policy"
   fi
   if ! id "$test_user" >/dev/null 2>&1; then
     say "creating the unprivileged test user $test_user"
@@ -55,9 +64,15 @@ CGO_ENABLED=0 go build -o "$bindir/nsbind" ./cmd/nsbind
 say "tests as $(id -un) (race detector on)"
 go test -race -count=1 -timeout 15m ./...
 
+# The relay and --direct pass the same end-to-end suite.
+say "end-to-end tests as $(id -un) with --direct"
+NSBIND_TEST_DIRECT=1 go test -race -count=1 -timeout 15m ./cmd/nsbind
+
 say "fuzzing ParseSpec for $fuzztime"
 go test -run '^$' -fuzz '^FuzzParseSpec$' -fuzztime "$fuzztime" ./forward/
 go test -run '^$' -fuzz '^FuzzParseToHost$' -fuzztime "$fuzztime" ./forward/
+say "fuzzing ParseSockaddr for $fuzztime"
+go test -run '^$' -fuzz '^FuzzParseSockaddr$' -fuzztime "$fuzztime" ./forward/
 
 if [ "$(id -u)" = 0 ]; then
   say "tests as the unprivileged user $test_user"
@@ -71,11 +86,16 @@ if [ "$(id -u)" = 0 ]; then
     [ -f "$bindir/$name.test" ] || continue   # a package without tests
     chmod 755 "$bindir/$name.test"
     echo "-- $pkg"
-    (cd "$bindir" && runuser -u "$test_user" -- env -i \
-      PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      HOME="$(getent passwd "$test_user" | cut -d: -f6)" \
-      TMPDIR=/tmp LANG=C.UTF-8 NSBIND_TEST_REQUIRE_USERNS=1 \
-      "$bindir/$name.test" -test.count=1 -test.timeout=15m)
+    modes=(relay)
+    [ "$name" = nsbind ] && modes+=(direct)   # the end-to-end suite, both ways
+    for mode in "${modes[@]}"; do
+      direct=0; [ "$mode" = direct ] && direct=1 && echo "-- $pkg with --direct"
+      (cd "$bindir" && runuser -u "$test_user" -- env -i \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME="$(getent passwd "$test_user" | cut -d: -f6)" \
+        TMPDIR=/tmp LANG=C.UTF-8 NSBIND_TEST_REQUIRE_USERNS=1 NSBIND_TEST_DIRECT=$direct \
+        "$bindir/$name.test" -test.count=1 -test.timeout=15m)
+    done
   done
 fi
 

@@ -31,6 +31,8 @@ type helperConfig struct {
 	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
 	// Veth, with --net=veth, is the helper's end of the veth pair.
 	Veth *vethConfig `json:"veth,omitempty"`
+	// Direct gives the server the host sockets at its bind (--direct).
+	Direct bool `json:"direct,omitempty"`
 }
 
 type socketConfig struct {

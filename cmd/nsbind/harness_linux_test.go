@@ -67,8 +67,25 @@ type nsbindRun struct {
 }
 
 // nsbindCmd is the command line of nsbind (the test binary as the CLI).
+// Under NSBIND_TEST_DIRECT=1 (scripts/test.sh runs the suite once so) every
+// "nsbind run" gets --direct: the relay and --direct pass the same suite.
 func nsbindCmd(args ...string) *exec.Cmd {
+	if directMode() && len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run", "--direct"}, args[1:]...)
+	}
 	return exec.Command(os.Args[0], append([]string{"__nsbind"}, args...)...)
+}
+
+// directMode reports whether the suite runs with --direct.
+func directMode() bool { return os.Getenv("NSBIND_TEST_DIRECT") == "1" }
+
+// skipInDirectMode skips a test of the relay's own behaviour (how it dials
+// the server) when the suite runs with --direct, where there is no relay.
+func skipInDirectMode(t *testing.T) {
+	t.Helper()
+	if directMode() {
+		t.Skip("tests the relay; with --direct the server accepts the clients itself")
+	}
 }
 
 // startNsbind starts "nsbind run --ports-file F ARGS..." and waits until
@@ -76,24 +93,34 @@ func nsbindCmd(args ...string) *exec.Cmd {
 // listens) or has exited.
 func startNsbind(t *testing.T, args ...string) *nsbindRun {
 	t.Helper()
-	return startNsbindAs(t, nil, args...)
+	return startNsbindIn(t, t.TempDir(), nil, args...)
 }
 
 // startNsbindAs is startNsbind with nsbind running as the test user u (nil:
 // as the test itself).
 func startNsbindAs(t *testing.T, u *testUser, args ...string) *nsbindRun {
 	t.Helper()
-	requireUserns(t)
-	dir, bin := t.TempDir(), os.Args[0]
-	if u != nil {
-		dir, bin = u.dir, u.bin
+	if u == nil {
+		return startNsbind(t, args...)
 	}
+	return startNsbindIn(t, u.dir, func(cmd *exec.Cmd) {
+		cmd.Path, cmd.Args[0] = u.bin, u.bin
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
+		cmd.Dir = u.dir
+	}, args...)
+}
+
+// startNsbindIn is startNsbind with the ports file in dir and prepare, if
+// not nil, adjusting the command before it starts (to run it as another
+// user, say).
+func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...string) *nsbindRun {
+	t.Helper()
+	requireUserns(t)
 	portsFile := filepath.Join(dir, "ports.json")
 	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
-	r.cmd = exec.Command(bin, append([]string{"__nsbind", "run", "--ports-file", portsFile}, args...)...)
-	if u != nil {
-		r.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-		r.cmd.Dir = dir
+	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	if prepare != nil {
+		prepare(r.cmd)
 	}
 	r.cmd.Stdout = r.stdout
 	r.cmd.Stderr = r.stderr

@@ -71,6 +71,9 @@ func helperMain() int {
 		return fail(exitFailed, err)
 	}
 	for i, sc := range cfg.Sockets {
+		if cfg.Direct {
+			break // the director relays what the server does not take
+		}
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
 		serve, err := relayFor(sc, f, cfg, dialer, logger)
 		f.Close()
@@ -90,6 +93,21 @@ func helperMain() int {
 	if cfg.Root {
 		execEnv = append(execEnv, keepCapEnv+"=1")
 	}
+	// --direct: the exec step sends its bind filter's listener to the
+	// director (direct_linux.go).
+	var (
+		dir                *director
+		notify, notifyExec *os.File
+		execFiles          []*os.File
+	)
+	if cfg.Direct {
+		dir = newDirector(ctx, cfg, ctrl, logger, &relays, dialer)
+		if notify, notifyExec, err = nsutil.BindNotifyPair(); err != nil {
+			return fail(exitFailed, err)
+		}
+		execEnv = append(execEnv, directEnv+"=1")
+		execFiles = append(execFiles, notifyExec)
+	}
 	srv, err := nsutil.StartServer(nsutil.ServerConfig{
 		Path:       "/proc/self/exe",
 		Args:       append([]string{"nsbind-exec"}, cfg.Command...),
@@ -98,9 +116,14 @@ func helperMain() int {
 		Stdin:      os.Stdin,
 		Stdout:     os.Stdout,
 		Stderr:     os.Stderr,
+		ExtraFiles: execFiles,
 	})
 	if err != nil {
 		return fail(nsutil.FailureCode(err), err)
+	}
+	if dir != nil {
+		notifyExec.Close()
+		dir.start(notify)
 	}
 	ctrl.Send(nsutil.Msg{Type: nsutil.MsgReady, Pid: srv.Pid})
 
@@ -150,6 +173,8 @@ func helperMain() int {
 				if err := srv.Continue(m.Foreground); err != nil {
 					logger.Debug("continuing the server", "err", err)
 				}
+			case nsutil.MsgUnrelayed:
+				dir.gotUnrelayed(m)
 			}
 		}
 	}
@@ -244,6 +269,7 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 // and environment and becomes the server.
 func execMain() int {
 	keep := os.Getenv(keepCapEnv) == "1"
-	err := nsutil.ExecServer(os.Args[1:], serverEnv(os.Environ()), keep)
+	direct := os.Getenv(directEnv) == "1"
+	err := nsutil.ExecServer(os.Args[1:], serverEnv(os.Environ()), keep, direct)
 	return nsutil.ReportExecError(err)
 }

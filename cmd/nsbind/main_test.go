@@ -27,6 +27,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
 		case "__nsbind":
+			denySeccompForTest()
 			os.Exit(run(os.Args[2:], os.Stdout, os.Stderr))
 		case "__server":
 			os.Exit(testServer(os.Args[2:]))
@@ -48,6 +49,7 @@ func TestMain(m *testing.M) {
 //	               address it sees
 //	udpecho PORT   UDP echo on [::]:PORT (both families); udpecho4 on
 //	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
+//	...            and the servers of the --direct tests (directTestServer)
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -146,6 +148,9 @@ func testServer(args []string) int {
 		<-sigs
 		fmt.Println("got SIGTERM")
 		return 42
+	}
+	if code, ok := directTestServer(args); ok {
+		return code
 	}
 	fmt.Fprintf(os.Stderr, "unknown test server %q\n", args[0])
 	return 2

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ type runOptions struct {
 	net              string
 	subnets          []string
 	subnet4, subnet6 netip.Prefix
+	direct           bool
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -87,6 +89,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
+	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -132,6 +135,14 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		proxyVersion = 2
 	default:
 		fmt.Fprintf(stderr, "nsbind: invalid --proxy-protocol %q: use v1 or v2\n", o.proxyProtocol)
+		return exitFailed
+	}
+	if o.direct && proxyVersion != 0 {
+		fmt.Fprintf(stderr, "nsbind: --direct and --proxy-protocol do not go together: with --direct the server accepts the clients itself and sees their real addresses, with no header; drop one of them\n")
+		return exitFailed
+	}
+	if o.direct && o.net == netVeth {
+		fmt.Fprintf(stderr, "nsbind: --direct and --net=veth are two different data paths: choose one (--direct needs no privilege)\n")
 		return exitFailed
 	}
 	if err := checkNet(&o); err != nil {
@@ -202,6 +213,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		Outbound:       outCfg,
 		UDPTimeout:     o.udpTimeout,
 		UDPMaxFlows:    o.udpMaxFlows,
+		Direct:         o.direct && len(socks) > 0,
 	}
 	// --net=veth: choose the veth's subnets before the helper starts, so
 	// its configuration can carry them (veth_linux.go).
@@ -264,13 +276,22 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		}
 	}
 
+	// --direct: host sockets the server did not take are relayed from here.
+	relayCtx, stopHostRelays := context.WithCancel(context.Background())
+	defer stopHostRelays()
+	hostRelays := newHostRelays(relayCtx, h.Ctrl, cfg.Sockets, o.connectTimeout, logger)
+
 	received := make(chan nsutil.Msg, 4)
 	go func() {
 		defer close(received)
 		for {
 			m, files, err := h.Ctrl.Recv()
+			handled := err == nil && hostRelays.handle(m, files)
 			for _, f := range files {
 				f.Close()
+			}
+			if handled {
+				continue
 			}
 			if err != nil {
 				return

@@ -89,6 +89,7 @@ func TestUDPServerSeesClientAddress(t *testing.T) {
 // --source-address=loopback asks for plain relaying: the server sees the
 // helper's loopback address.
 func TestSourceAddressLoopback(t *testing.T) {
+	skipInDirectMode(t)
 	r := startNsbind(t, "--source-address", "loopback", "-p", "80:0", "--", os.Args[0], "__server", "peer", "80")
 	seen, own := askPeer(t, netip.MustParseAddrPort("127.0.0.2:0"), r.addr(4))
 	if !strings.HasPrefix(seen, "127.0.0.1:") || seen == own {
@@ -99,6 +100,7 @@ func TestSourceAddressLoopback(t *testing.T) {
 // A client port already taken inside does not fail the connection: the
 // address is kept and the port varies.
 func TestClientPortTakenInside(t *testing.T) {
+	skipInDirectMode(t)
 	ln, err := net.Listen("tcp4", "127.0.0.2:0")
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +144,7 @@ func TestManySequentialConnections(t *testing.T) {
 // Acceptance: nginx with "listen 80 proxy_protocol" logs the real client
 // through --proxy-protocol v1 and v2.
 func TestProxyProtocolNginx(t *testing.T) {
+	skipInDirectMode(t)
 	nginx := needProgram(t, "nginx")
 	for _, version := range []string{"v1", "v2"} {
 		t.Run(version, func(t *testing.T) {

@@ -20,6 +20,9 @@ import (
 // root too, where these tests run.
 func needRoot(t *testing.T) {
 	t.Helper()
+	if directMode() {
+		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	}
 	if os.Getuid() != 0 {
 		t.Skip("--net=veth needs root (CAP_NET_ADMIN on the host); scripts/test.sh runs this as root")
 	}
@@ -491,6 +494,9 @@ for host in sys.argv[1:]:
 // --net=veth fails at once with exit status 125, saying what is missing and
 // that the default needs no privilege; the server never starts.
 func TestVethNeedsNetAdmin(t *testing.T) {
+	if directMode() {
+		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	}
 	dir := t.TempDir()
 	bin := os.Args[0]
 	var cred *syscall.Credential
@@ -529,6 +535,9 @@ func TestVethNeedsNetAdmin(t *testing.T) {
 // Bad --net and --subnet values stop nsbind with 125 before anything
 // starts; as root, a --subnet the host already uses too.
 func TestVethBadFlags(t *testing.T) {
+	if directMode() {
+		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	}
 	cases := []struct {
 		name string
 		args []string
