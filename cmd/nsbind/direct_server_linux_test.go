@@ -30,7 +30,7 @@ import (
 //	                       socket after bind as JSON, answers "peer=ADDR"
 //	reuseport PORT N       N listeners on 0.0.0.0:PORT with SO_REUSEPORT,
 //	                       prints each address, answers "worker=I peer=ADDR"
-//	udpecho4 PORT          UDP on 0.0.0.0:PORT, answers "peer=ADDR"
+//	udpwhoami4 PORT        UDP on 0.0.0.0:PORT, answers "peer=ADDR"
 func directTestServer(args []string) (code int, ok bool) {
 	if len(args) < 2 {
 		return 0, false
@@ -88,7 +88,7 @@ func directTestServer(args []string) (code int, ok bool) {
 			go serveLines(ln, func(c net.Conn) string { return fmt.Sprintf("worker=%d peer=%s", i, c.RemoteAddr()) })
 		}
 		select {}
-	case "udpecho4":
+	case "udpwhoami4":
 		pc, err := net.ListenPacket("udp4", ":"+args[1])
 		if err != nil {
 			return fail(err)
