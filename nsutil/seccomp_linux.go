@@ -400,6 +400,11 @@ func (l *BindListener) Replace(c *BindCall, sock int, cloexec bool) error {
 	return l.Succeed(c)
 }
 
+// ErrCallGone says a bind call is no longer waiting for an answer: a signal
+// interrupted it (Go's runtime preempts threads with SIGURG) and the kernel
+// restarts it, so it arrives again as a new call. Answer nothing.
+var ErrCallGone = errors.New("the bind call was interrupted (the kernel restarts it)")
+
 // ServerSocket returns a copy of the socket the server asked to bind
 // (pidfd_getfd), close-on-exec, for the caller to read its options.
 func (l *BindListener) ServerSocket(c *BindCall) (int, error) {
@@ -412,7 +417,7 @@ func (l *BindListener) ServerSocket(c *BindCall) (int, error) {
 	// notification is still valid after the open, the pidfd is the
 	// caller's and not a new process's with the same number.
 	if !l.valid(c) {
-		return -1, fmt.Errorf("opening the server's pidfd: %w", unix.ENOENT)
+		return -1, ErrCallGone
 	}
 	fd, err := unix.PidfdGetfd(pidfd, c.FD, 0)
 	if err != nil {
@@ -426,7 +431,9 @@ func (l *BindListener) ServerSocket(c *BindCall) (int, error) {
 // supports that (6.9), or for the process found in /proc.
 func openPidfd(tid int) (int, error) {
 	fd, err := unix.PidfdOpen(tid, 0)
-	if !errors.Is(err, unix.EINVAL) {
+	// A thread that is not its process's leader gets EINVAL, or ENOENT
+	// from newer kernels (6.9 on, which have PIDFD_THREAD).
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fd, err
 	}
 	if fd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD); err == nil {

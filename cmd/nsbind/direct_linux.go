@@ -138,6 +138,10 @@ func (d *director) handle(c *nsutil.BindCall) {
 	}
 	log := d.logger.With("pid", c.Pid, "fd", c.FD, "addr", addr)
 	sfd, err := l.ServerSocket(c)
+	if errors.Is(err, nsutil.ErrCallGone) {
+		log.Debug("--direct: bind interrupted, waiting for it again")
+		return
+	}
 	if err != nil {
 		log.Debug("--direct: bind continues inside", "why", err)
 		l.Continue(c)
