@@ -39,10 +39,7 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 		server = loopback6
 	}
 	target := netip.AddrPortFrom(server, port)
-	c, err := dialFrom(ctx, client, target)
-	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-		c, err = dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target)
-	}
+	c, err := dialKeepingAddr(ctx, client, target)
 	if err == nil {
 		return c, nil
 	}
@@ -56,7 +53,7 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 			// A server that was just starting may have begun to listen
 			// on both families in between: then keep the client's
 			// address after all.
-			if again, err3 := dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target); err3 == nil {
+			if again, err3 := dialKeepingAddr(ctx, client, target); err3 == nil {
 				c.Close()
 				return again, nil
 			}
@@ -64,6 +61,16 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 		}
 	}
 	return nil, err
+}
+
+// dialKeepingAddr dials target from client, or from the client's address
+// with another port when that port is taken.
+func dialKeepingAddr(ctx context.Context, client, target netip.AddrPort) (*net.TCPConn, error) {
+	c, err := dialFrom(ctx, client, target)
+	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+		c, err = dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target)
+	}
+	return c, err
 }
 
 // dialFrom connects to target from src with a transparent socket. Port 0

@@ -38,6 +38,7 @@ func askPeer(t *testing.T, local, ap netip.AddrPort) (seen, own string) {
 // port; likewise over ::1.
 func TestServerSeesClientAddress(t *testing.T) {
 	r := startNsbind(t, "-p", "80:0", "--", os.Args[0], "__server", "peer", "80")
+	r.waitOutput("listening")
 	seen, own := askPeer(t, netip.MustParseAddrPort("127.0.0.2:0"), r.addr(4))
 	if seen != own {
 		t.Errorf("IPv4: server saw %s, the client is %s", seen, own)
