@@ -227,7 +227,8 @@ func (h *Handover) Record(d Decision, reusePort bool) {
 }
 
 // AddrDialer dials a fixed address: it relays a host socket the server did
-// not take to the host socket it did take (Forwarded), on the host.
+// not take to the host socket it did take (Forwarded), on the host, for TCP
+// and UDP.
 type AddrDialer struct {
 	Addr netip.Addr
 }
@@ -256,4 +257,11 @@ func DialAddr(host netip.AddrPort) netip.AddrPort {
 		}
 	}
 	return netip.AddrPortFrom(a, host.Port())
+}
+
+// DialUDP implements PacketDialer: a socket connected to the fixed address
+// and the port of server (the relay's choice of family does not matter:
+// there is one host socket to reach).
+func (d AddrDialer) DialUDP(ctx context.Context, _, server netip.AddrPort) (*net.UDPConn, error) {
+	return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.Addr, server.Port())))
 }

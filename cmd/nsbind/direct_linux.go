@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -322,6 +323,7 @@ func (d *director) gotUnrelayed(m nsutil.Msg) {
 // 127.0.0.1 + ::1 spec whose server binds one family). Only a socket made
 // on the host can connect to a host socket, so this relay cannot run in the
 // helper. The server sees these clients coming from the host's loopback.
+// TCP and UDP alike.
 type hostRelays struct {
 	ctx    context.Context
 	ctrl   *nsutil.Ctrl
@@ -329,12 +331,14 @@ type hostRelays struct {
 	wait   time.Duration
 	logger *slog.Logger
 
-	mu  sync.Mutex
-	lns map[int]*net.TCPListener
+	mu sync.Mutex
+	// lns are the host sockets relayed now (a *net.TCPListener or a
+	// *net.UDPConn); closing one stops its relay.
+	lns map[int]io.Closer
 }
 
 func newHostRelays(ctx context.Context, ctrl *nsutil.Ctrl, socks []socketConfig, wait time.Duration, logger *slog.Logger) *hostRelays {
-	return &hostRelays{ctx: ctx, ctrl: ctrl, socks: socks, wait: wait, logger: logger, lns: make(map[int]*net.TCPListener)}
+	return &hostRelays{ctx: ctx, ctrl: ctrl, socks: socks, wait: wait, logger: logger, lns: make(map[int]io.Closer)}
 }
 
 // handle takes the messages of --direct and reports whether m was one.
@@ -366,30 +370,49 @@ func (p *hostRelays) start(m nsutil.Msg, files []*os.File) error {
 		return fmt.Errorf("bad relay request %+v with %d files", m, len(files))
 	}
 	sc := p.socks[m.Socket]
-	if forward.Proto(sc.Proto) != forward.TCP {
-		p.logger.Warn(fmt.Sprintf("host socket %s/%s is not served: the server took the other family, and nsbind cannot relay %s to it yet", sc.Host, sc.Proto, sc.Proto))
-		return nil
-	}
-	ln, err := net.FileListener(files[0])
-	if err != nil {
-		return fmt.Errorf("using host socket %s: %w", sc.Host, err)
-	}
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		ln.Close()
-		return fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
-	}
 	to := forward.DialAddr(p.socks[m.Target].Host)
+	dialer := forward.AddrDialer{Addr: to.Addr()}
+	var (
+		sock  io.Closer
+		serve func() error
+	)
+	switch forward.Proto(sc.Proto) {
+	case forward.TCP:
+		ln, err := net.FileListener(files[0])
+		if err != nil {
+			return fmt.Errorf("using host socket %s: %w", sc.Host, err)
+		}
+		tl, ok := ln.(*net.TCPListener)
+		if !ok {
+			ln.Close()
+			return fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
+		}
+		r := &forward.TCPRelay{Port: to.Port(), Dialer: dialer, Wait: p.wait, Logger: p.logger}
+		sock, serve = tl, func() error { return r.Serve(p.ctx, tl) }
+	case forward.UDP:
+		pc, err := net.FilePacketConn(files[0])
+		if err != nil {
+			return fmt.Errorf("using host socket %s: %w", sc.Host, err)
+		}
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
+		}
+		r := &forward.UDPRelay{Port: to.Port(), Dialer: dialer, Logger: p.logger}
+		sock, serve = uc, func() error { return r.Serve(p.ctx, uc) }
+	default:
+		return fmt.Errorf("using host socket %s: unknown protocol %s", sc.Host, sc.Proto)
+	}
 	p.mu.Lock()
 	if old := p.lns[m.Socket]; old != nil {
 		old.Close()
 	}
-	p.lns[m.Socket] = tl
+	p.lns[m.Socket] = sock
 	p.mu.Unlock()
-	p.logger.Debug("--direct: relaying on the host", "host", sc.Host, "to", to)
-	r := &forward.TCPRelay{Port: to.Port(), Dialer: forward.AddrDialer{Addr: to.Addr()}, Wait: p.wait, Logger: p.logger}
+	p.logger.Debug("--direct: relaying on the host", "host", sc.Host, "proto", sc.Proto, "to", to)
 	go func() {
-		if err := r.Serve(p.ctx, tl); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := serve(); err != nil && !errors.Is(err, net.ErrClosed) {
 			p.logger.Error("relay stopped", "host", sc.Host, "err", err)
 		}
 	}()

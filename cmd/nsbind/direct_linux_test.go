@@ -422,6 +422,19 @@ func TestDirectUDP(t *testing.T) {
 	if got, want := string(buf[:n]), "peer="+c.LocalAddr().String(); got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
+	// The ::1 host socket, which the IPv4 server did not take, is relayed
+	// to it on the host.
+	c6, err := net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(r.addr(6)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	c6.SetDeadline(time.Now().Add(10 * time.Second))
+	c6.Write([]byte("hello"))
+	n, err = c6.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "peer=127.0.0.1:") {
+		t.Fatalf("over ::1: %q, %v; want an answer relayed from 127.0.0.1", buf[:n], err)
+	}
 }
 
 // A bind the server's host sockets cannot take (here: only an IPv6 host
