@@ -329,7 +329,10 @@ type hostRelays struct {
 	ctrl   *nsutil.Ctrl
 	socks  []socketConfig
 	wait   time.Duration
-	logger *slog.Logger
+	// udpTimeout and udpMaxFlows bound the UDP flows as in the helper.
+	udpTimeout  time.Duration
+	udpMaxFlows int
+	logger      *slog.Logger
 
 	mu sync.Mutex
 	// lns are the host sockets relayed now (a *net.TCPListener or a
@@ -337,8 +340,9 @@ type hostRelays struct {
 	lns map[int]io.Closer
 }
 
-func newHostRelays(ctx context.Context, ctrl *nsutil.Ctrl, socks []socketConfig, wait time.Duration, logger *slog.Logger) *hostRelays {
-	return &hostRelays{ctx: ctx, ctrl: ctrl, socks: socks, wait: wait, logger: logger, lns: make(map[int]io.Closer)}
+func newHostRelays(ctx context.Context, ctrl *nsutil.Ctrl, cfg helperConfig, logger *slog.Logger) *hostRelays {
+	return &hostRelays{ctx: ctx, ctrl: ctrl, socks: cfg.Sockets, wait: cfg.ConnectTimeout,
+		udpTimeout: cfg.UDPTimeout, udpMaxFlows: cfg.UDPMaxFlows, logger: logger, lns: make(map[int]io.Closer)}
 }
 
 // handle takes the messages of --direct and reports whether m was one.
@@ -399,7 +403,7 @@ func (p *hostRelays) start(m nsutil.Msg, files []*os.File) error {
 			pc.Close()
 			return fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
-		r := &forward.UDPRelay{Port: to.Port(), Dialer: dialer, Logger: p.logger}
+		r := &forward.UDPRelay{Port: to.Port(), Dialer: dialer, Timeout: p.udpTimeout, MaxFlows: p.udpMaxFlows, Logger: p.logger}
 		sock, serve = uc, func() error { return r.Serve(p.ctx, uc) }
 	default:
 		return fmt.Errorf("using host socket %s: unknown protocol %s", sc.Host, sc.Proto)

@@ -279,7 +279,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 	// --direct: host sockets the server did not take are relayed from here.
 	relayCtx, stopHostRelays := context.WithCancel(context.Background())
 	defer stopHostRelays()
-	hostRelays := newHostRelays(relayCtx, h.Ctrl, cfg.Sockets, o.connectTimeout, logger)
+	hostRelays := newHostRelays(relayCtx, h.Ctrl, cfg, logger)
 
 	received := make(chan nsutil.Msg, 4)
 	go func() {
