@@ -325,10 +325,10 @@ func (d *director) gotUnrelayed(m nsutil.Msg) {
 // helper. The server sees these clients coming from the host's loopback.
 // TCP and UDP alike.
 type hostRelays struct {
-	ctx    context.Context
-	ctrl   *nsutil.Ctrl
-	socks  []socketConfig
-	wait   time.Duration
+	ctx   context.Context
+	ctrl  *nsutil.Ctrl
+	socks []socketConfig
+	wait  time.Duration
 	// udpTimeout and udpMaxFlows bound the UDP flows as in the helper.
 	udpTimeout  time.Duration
 	udpMaxFlows int
