@@ -102,8 +102,9 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 	switch {
 	case errors.Is(err, syscall.ECONNABORTED):
 		return 0, true
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
-		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+	case outOfResources(err):
+		// The connection stays in the listen backlog: its client waits
+		// (or the kernel refuses new ones once the backlog is full).
 		d := max(5*time.Millisecond, min(2*last, time.Second))
 		return d, true
 	}
@@ -111,7 +112,12 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 }
 
 func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
-	peer := client.RemoteAddr().(*net.TCPAddr).AddrPort()
+	// A connection reset before accept returned may have no address; it
+	// still gets a dial (and fails like any other), not a panic.
+	var peer netip.AddrPort
+	if a, ok := client.RemoteAddr().(*net.TCPAddr); ok && a != nil {
+		peer = a.AddrPort()
+	}
 	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
 	server, err := r.dial(ctx, peer)
 	if err != nil {
@@ -133,13 +139,16 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 	}
 }
 
-// dial connects to the server, retrying while it refuses for up to r.Wait.
+// dial connects to the server, retrying for up to r.Wait while it refuses
+// (it does not listen yet, or restarts) or while the helper is out of
+// descriptors or memory (other connections may end and free them). The
+// client waits meanwhile; after r.Wait it gets a reset.
 func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
 	deadline := time.Now().Add(r.Wait)
 	pause := 2 * time.Millisecond
 	for {
 		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		if err == nil || !retryDial(err) {
 			return c, err
 		}
 		left := time.Until(deadline)
@@ -153,6 +162,18 @@ func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPCon
 		}
 		pause = min(2*pause, 100*time.Millisecond)
 	}
+}
+
+// retryDial reports whether a failed dial of the server may work later.
+func retryDial(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || outOfResources(err)
+}
+
+// outOfResources reports an error of a process out of descriptors or of a
+// kernel out of memory: it passes when other connections end.
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // relay moves bytes both ways between client and server until both

@@ -57,9 +57,12 @@ func helperMain() int {
 	ctx, stopRelays := context.WithCancel(context.Background())
 	defer stopRelays()
 	var relays sync.WaitGroup
+	// Counters per host socket, sent to the parent when the server ends.
+	stats := make([]*forward.Stats, len(cfg.Sockets))
 	for i, sc := range cfg.Sockets {
+		stats[i] = new(forward.Stats)
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
-		serve, err := relayFor(sc, f, cfg, logger)
+		serve, err := relayFor(sc, f, cfg, stats[i], logger)
 		f.Close()
 		if err != nil {
 			return fail(exitFailed, err)
@@ -113,6 +116,7 @@ func helperMain() int {
 			srv.KillAll()
 			stopRelays()
 			waitTimeout(&relays, drainTimeout)
+			sendStats(ctrl, cfg.Sockets, stats, logger)
 			ctrl.Send(nsutil.Msg{Type: nsutil.MsgExit, Code: st.ExitCode(), Signal: int(st.Signal)})
 			return 0
 		case <-srv.Stopped():
@@ -138,7 +142,7 @@ func helperMain() int {
 }
 
 // relayFor makes the relay of one inherited host socket.
-func relayFor(sc socketConfig, f *os.File, cfg helperConfig, logger *slog.Logger) (func(context.Context) error, error) {
+func relayFor(sc socketConfig, f *os.File, cfg helperConfig, stats *forward.Stats, logger *slog.Logger) (func(context.Context) error, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
@@ -150,7 +154,7 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, logger *slog.Logger
 			ln.Close()
 			return nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
-		r := &forward.TCPRelay{Port: sc.Inside, Dialer: forward.LoopbackDialer{}, Wait: cfg.ConnectTimeout, Logger: logger}
+		r := &forward.TCPRelay{Port: sc.Inside, Dialer: forward.LoopbackDialer{}, Wait: cfg.ConnectTimeout, Logger: logger, Stats: stats}
 		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)

@@ -22,6 +22,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperMain())
 	case roleExec:
 		os.Exit(execMain())
+	case roleProbe:
+		os.Exit(probeMain())
 	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {

@@ -32,6 +32,7 @@ type runOptions struct {
 	logLevel       string
 	connectTimeout time.Duration
 	portsFile      string
+	stats          bool
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -64,6 +65,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -200,6 +202,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		result  = -1
 		started bool
 		stopped bool
+		stats   = statsCollector{}
 	)
 	for {
 		select {
@@ -236,6 +239,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 				result = m.Code
 			case nsutil.MsgExit:
 				result = m.Code
+			case nsutil.MsgStats:
+				stats.add(m)
 			case nsutil.MsgStopped:
 				// The server was stopped (Ctrl-Z): stop nsbind too, so the
 				// shell sees its job stopped and can continue it.
@@ -254,7 +259,12 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 					result = m.Code
 				case nsutil.MsgExit:
 					result = m.Code
+				case nsutil.MsgStats:
+					stats.add(m)
 				}
+			}
+			if o.stats && started {
+				stats.print(stderr, cfg.Sockets)
 			}
 			if result >= 0 {
 				return result
