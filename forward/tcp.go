@@ -146,10 +146,15 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
 	deadline := time.Now().Add(r.Wait)
 	pause := 2 * time.Millisecond
+	logged := false
 	for {
 		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
 		if err == nil || !retryDial(err) {
 			return c, err
+		}
+		if !logged && outOfResources(err) {
+			r.Logger.Debug("cannot dial the server yet, waiting", "client", client, "port", r.Port, "err", err)
+			logged = true
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -196,7 +201,10 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 }
 
 // pipe copies src to dst (with splice(2): both are *net.TCPConn) until src
-// ends, then half-closes dst so half-closed protocols work. An error (a
+// ends, then half-closes dst so half-closed protocols work. Each splice
+// holds a pipe (two descriptors) while it runs; a process out of
+// descriptors for one copies through a buffer instead (Go falls back), so
+// the connection still works. An error (a
 // reset on either side) resets both connections, which also ends the other
 // direction.
 func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {

@@ -76,10 +76,20 @@ func nsbindCmd(args ...string) *exec.Cmd {
 // listens) or has exited.
 func startNsbind(t *testing.T, args ...string) *nsbindRun {
 	t.Helper()
+	return startNsbindVia(t, nil, args...)
+}
+
+// startNsbindVia is startNsbind with nsbind started by the command line
+// via (e.g. prlimit ARGS --), which must exec it in the same process.
+func startNsbindVia(t *testing.T, via []string, args ...string) *nsbindRun {
+	t.Helper()
 	requireUserns(t)
 	portsFile := filepath.Join(t.TempDir(), "ports.json")
 	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
 	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	if len(via) > 0 {
+		r.cmd = exec.Command(via[0], append(via[1:], r.cmd.Args...)...)
+	}
 	r.cmd.Stdout = r.stdout
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {

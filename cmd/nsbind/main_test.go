@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 			os.Exit(run(os.Args[2:], os.Stdout, os.Stderr))
 		case "__server":
 			os.Exit(testServer(os.Args[2:]))
+		case "__seccomp_no_userns":
+			os.Exit(seccompNoUserns(os.Args[2:]))
 		}
 	}
 	os.Exit(m.Run())
@@ -41,6 +43,7 @@ func TestMain(m *testing.M) {
 //	echo PORT      TCP echo on [::]:PORT, each connection half-closed after its echo
 //	echo4 PORT     the same on 0.0.0.0:PORT only
 //	sigwait        prints "ready", exits 42 on SIGTERM
+//	flood, farewell, sink, echo1   servers for the fault tests (faultServer)
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -49,6 +52,8 @@ func testServer(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "flood", "farewell", "sink", "echo1":
+		return faultServer(args)
 	case "echo", "echo4":
 		port, _ := strconv.Atoi(args[1])
 		network := "tcp"

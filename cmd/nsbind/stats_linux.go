@@ -93,11 +93,21 @@ func (c statsCollector) print(w io.Writer, sockets []socketConfig) {
 // summary says what one socket moved.
 func (p portStats) summary(proto forward.Proto) string {
 	if proto == forward.UDP {
-		return fmt.Sprintf("%d flows, %d datagrams, %d bytes in, %d bytes out", p.Conns, p.Datagrams, p.BytesIn, p.BytesOut)
+		return fmt.Sprintf("%s, %s, %s in, %s out", count(p.Conns, "flow"), count(p.Datagrams, "datagram"),
+			count(p.BytesIn, "byte"), count(p.BytesOut, "byte"))
 	}
-	s := fmt.Sprintf("%d connections, %d failed, %d bytes in, %d bytes out", p.Conns, p.Failed, p.BytesIn, p.BytesOut)
+	s := fmt.Sprintf("%s, %d failed, %s in, %s out", count(p.Conns, "connection"), p.Failed,
+		count(p.BytesIn, "byte"), count(p.BytesOut, "byte"))
 	if p.Active > 0 {
 		s += fmt.Sprintf(" (%d still open)", p.Active)
 	}
 	return s
+}
+
+// count is "1 thing" or "N things".
+func count(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
