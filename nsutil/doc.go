@@ -2,12 +2,15 @@
 // in new user, network, PID and mount namespaces (start_linux.go), sets the
 // namespace up from inside (init_linux.go), runs the server through the exec
 // step that drops every capability (exec_linux.go), supervises it
-// (supervise_linux.go), and carries messages between nsbind and its helper
-// (ctrl_linux.go).
+// (supervise_linux.go), carries messages between nsbind and its helper
+// (ctrl_linux.go), and reads the host's settings and probes fresh
+// namespaces for nsbind doctor (probe_linux.go). A host refusing a step of
+// creating or setting up the namespaces is a *NamespaceError.
 //
-// Processes: Start runs in nsbind's parent on the host. SetupLoopback,
-// MountProc, StartServer and the Server methods run in the helper, inside
-// the namespaces. ExecServer runs in the exec step, the short-lived process
+// Processes: Start, ReadHostFacts and Probe run in nsbind's parent on the
+// host. SetupLoopback, MountProc, StartServer and the Server methods run in
+// the helper, inside the namespaces; ProbeInside in the probe, which Probe
+// starts exactly as Start starts the helper. ExecServer runs in the exec step, the short-lived process
 // that becomes the server.
 //
 // Concurrency: Start forks from a goroutine locked to its thread for the
