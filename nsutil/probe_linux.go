@@ -310,11 +310,13 @@ func (e *stepError) err() error {
 // and sends the report on ctrl.
 func ProbeInside(ctrl *Ctrl) error {
 	var rep insideReport
-	setup := SetupLoopback()
-	rep.Setup = newStepError(setup)
+	// In the helper's order: a fresh /proc first, which brings a fresh
+	// /proc/sys that the sysctl is written through.
 	if os.Getpid() == 1 {
 		rep.ProcMount = newStepError(MountProc())
 	}
+	setup := SetupLoopback()
+	rep.Setup = newStepError(setup)
 	if setup == nil {
 		rep.Transparent = newStepError(probeTransparent())
 		rep.PolicyRouting = newStepError(probePolicyRouting())

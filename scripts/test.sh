@@ -16,7 +16,7 @@ fuzztime=${NSBIND_FUZZTIME:-10s}
 export NSBIND_TEST_REQUIRE_USERNS=1
 
 # Programs the end-to-end tests drive (Debian package names).
-packages=(curl python3 strace bash procps util-linux)
+packages=(curl python3 strace bash procps util-linux mount)
 
 if [ "$(id -u)" = 0 ]; then
   missing=()

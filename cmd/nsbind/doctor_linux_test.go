@@ -154,6 +154,33 @@ func TestSeccompForbidsUserns(t *testing.T) {
 	}
 }
 
+// In a container whose /proc/sys is read-only (made here, without root,
+// in a user and mount namespace), the helper cannot set its namespace's
+// port sysctl: run fails from inside the helper with 125 and the same
+// diagnosis as doctor's network line.
+func TestReadOnlyProcSys(t *testing.T) {
+	unshare := needProgram(t, "unshare")
+	needProgram(t, "mount")
+	requireUserns(t)
+	readOnly := func(args ...string) *exec.Cmd {
+		script := `mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$0" "$@"`
+		return exec.Command(unshare, append([]string{"--user", "--map-root-user", "--mount", "sh", "-c", script, os.Args[0], "__nsbind"}, args...)...)
+	}
+	line := "setting net.ipv4.ip_unprivileged_port_start to 0 inside (read-only file system): " + procSysReadOnly().String()
+	code, out, stderr := runCmd(t, readOnly("doctor"))
+	if code != 1 || !strings.Contains(out, "FAIL  network setup inside: "+line+"\n") {
+		t.Fatalf("doctor: exit %d, want 1 and %q; stdout:\n%s\nstderr:\n%s", code, line, out, stderr)
+	}
+	marker := t.TempDir() + "/started"
+	code, _, stderr = runCmd(t, readOnly("run", "--", "touch", marker))
+	if code != 125 || !strings.Contains(stderr, line) || !strings.Contains(stderr, "nsbind doctor") {
+		t.Fatalf("run: exit %d, want 125 and %q; stderr:\n%s", code, line, stderr)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, fs.ErrNotExist) {
+		t.Error("the command ran")
+	}
+}
+
 // filterChecked is what seccompNoUserns prints once it has checked its
 // filter.
 const filterChecked = "seccomp filter: clone3 gives ENOSYS, unshare(CLONE_NEWUSER) EPERM, plain children start"
