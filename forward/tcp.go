@@ -53,24 +53,46 @@ type TCPRelay struct {
 	// Dialer opens the inside leg.
 	Dialer Dialer
 	// Wait bounds how long a connection that arrives before the server
-	// listens waits for it (the dial is retried while it is refused).
+	// listens waits for it (the dial is retried while it is refused), and
+	// how long one waits for a descriptor to dial it.
 	Wait time.Duration
 	// Logger gets per-connection events at debug level.
 	Logger *slog.Logger
 	// Stats, if not nil, counts connections and bytes.
 	Stats *Stats
+
+	// fdWait is held by the one connection that waits for a descriptor to
+	// dial the server (made by Serve). The accept loop waits for it too.
+	fdWait chan struct{}
 }
 
 // Serve accepts on ln until ctx is done, then closes ln and returns once
 // every connection has ended. Connections still open when ctx ends stop
 // reading from their clients but deliver what the server still sends.
+//
+// Out of descriptors, new clients wait in the listen backlog: accept fails
+// with EMFILE and is retried with a backoff. A connection accepted without
+// a descriptor left to dial the server waits for one (up to Wait), and
+// while it waits no other is accepted, so that the next descriptor freed
+// goes to it; others accepted in the same burst are refused (reset), which
+// frees their descriptors. Waiting for a descriptor with every accepted
+// connection instead would let them hold all descriptors, each waiting for
+// one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	r.fdWait = make(chan struct{}, 1)
 	backoff := time.Duration(0)
 	for {
+		// While a connection waits for a descriptor, accept none.
+		select {
+		case r.fdWait <- struct{}{}:
+			<-r.fdWait
+		case <-ctx.Done():
+			return nil
+		}
 		c, err := ln.AcceptTCP()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -140,21 +162,33 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 }
 
 // dial connects to the server, retrying for up to r.Wait while it refuses
-// (it does not listen yet, or restarts) or while the helper is out of
-// descriptors or memory (other connections may end and free them). The
-// client waits meanwhile; after r.Wait it gets a reset.
+// (it does not listen yet, or restarts) or, for one connection at a time,
+// while the process is out of descriptors or memory (other connections may
+// end and free them). The client waits meanwhile; after r.Wait it gets a
+// reset. A connection that finds another waiting for a descriptor fails at
+// once.
 func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
 	deadline := time.Now().Add(r.Wait)
 	pause := 2 * time.Millisecond
-	logged := false
+	waiting := false
+	defer func() {
+		if waiting {
+			<-r.fdWait
+		}
+	}()
 	for {
 		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
 		if err == nil || !retryDial(err) {
 			return c, err
 		}
-		if !logged && outOfResources(err) {
-			r.Logger.Debug("cannot dial the server yet, waiting", "client", client, "port", r.Port, "err", err)
-			logged = true
+		if outOfResources(err) && !waiting {
+			select {
+			case r.fdWait <- struct{}{}:
+				waiting = true
+				r.Logger.Debug("out of descriptors: waiting for one to dial the server", "client", client, "port", r.Port, "err", err)
+			default:
+				return nil, err // another connection waits already
+			}
 		}
 		left := time.Until(deadline)
 		if left <= 0 {

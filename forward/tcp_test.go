@@ -491,3 +491,73 @@ func TestRelayBackPressure(t *testing.T) {
 	}
 	t.Logf("the server stalled after %d KiB", n>>10)
 }
+
+// burstDialer holds the first two dials until both have started, then
+// fails both with EMFILE, as in a burst of connections accepted when the
+// last descriptors went; later dials are real.
+type burstDialer struct {
+	toAddr
+	dials   atomic.Int32
+	arrived chan struct{}
+	proceed chan struct{}
+}
+
+func (d *burstDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	if d.dials.Add(1) <= 2 {
+		d.arrived <- struct{}{}
+		<-d.proceed
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	}
+	return d.toAddr.DialTCP(ctx, client, port)
+}
+
+// Fault: two connections accepted in a burst both find no descriptor to
+// dial the server. One waits for a descriptor and is served; the other is
+// refused at once, freeing its own, instead of both holding theirs while
+// waiting for one.
+func TestRelayOneConnectionWaitsForDescriptors(t *testing.T) {
+	server := listen(t)
+	serve(t, server, echo)
+	d := &burstDialer{toAddr: toAddr{addr: addrOf(server)}, arrived: make(chan struct{}), proceed: make(chan struct{})}
+	relayAddr, _, _ := startRelay(t, d, 10*time.Second)
+	results := make(chan error, 2)
+	for range 2 {
+		go func() { results <- echoRoundTrip(relayAddr, 1000) }()
+	}
+	<-d.arrived
+	<-d.arrived
+	close(d.proceed)
+	var served, refused int
+	for range 2 {
+		switch err := <-results; {
+		case err == nil:
+			served++
+		case errors.Is(err, syscall.ECONNRESET):
+			refused++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if served != 1 || refused != 1 {
+		t.Fatalf("%d served, %d refused; want one of each", served, refused)
+	}
+}
+
+// lockedLog is a log sink safe for concurrent writes and reads.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+

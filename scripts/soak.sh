@@ -60,8 +60,11 @@ def server(udp):
         def handle(self):
             c = self.request
             first = c.recv(65536)
-            if first.startswith(b"CRASH"):
+            if first == b"CRASH\n":
                 os._exit(3)            # the restart loop starts a new server
+            if first == b"PID?\n":
+                c.sendall(b"%d" % os.getpid())
+                return
             data = first
             while data:
                 c.sendall(data)
@@ -234,6 +237,18 @@ class Soak:
                 pass                       # loss is allowed, and counted
             time.sleep(0.001)
 
+    def server_pid(self):
+        """The pid of the server answering now, or None."""
+        try:
+            self.add(control_conns=1, control_bytes=5)
+            s = self.connect(self.ports[7000])
+            s.sendall(b"PID?\n")
+            got = s.recv(16)
+            s.close()
+            return got or None
+        except OSError:
+            return None
+
     def restarter(self):
         while True:
             time.sleep(self.restart_every)
@@ -241,6 +256,7 @@ class Soak:
                 return
             with self.lock:
                 self.restarts.append([time.monotonic(), None])
+            old = self.server_pid()
             try:
                 self.add(control_conns=1, control_bytes=6)
                 s = self.connect(self.ports[7000])
@@ -248,21 +264,15 @@ class Soak:
                 s.close()
             except OSError:
                 pass
-            # Up again once an echo works (the relay waits for it meanwhile).
+            # The restart is over once another server answers (the relay
+            # holds new connections meanwhile); the old one may still answer
+            # for a moment after the CRASH line.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                try:
-                    self.add(control_conns=1, control_bytes=3)
-                    s = self.connect(self.ports[7000])
-                    s.sendall(b"up?")
-                    s.shutdown(socket.SHUT_WR)
-                    got = s.recv(16)
-                    s.close()
-                    if got == b"up?":
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.1)
+                pid = self.server_pid()
+                if pid is not None and pid != old:
+                    break
+                time.sleep(0.05)
             else:
                 with self.lock:
                     self.failures.append("the server did not come back within 60s of a restart")

@@ -313,23 +313,34 @@ func TestFileLimit(t *testing.T) {
 
 // Fault: descriptor exhaustion. Under a hard limit of 64 descriptors the
 // helper (about 14 at rest, then 2 per connection and 2 per running
-// splice) can relay a handful of connections; 40 clients connect at once.
-// The helper runs out (accept or the dial of the server fails with EMFILE
-// and is retried), nothing crashes, the clients beyond the limit wait, and
-// every one of them is served once the first ones leave. Then a new client
-// is served too.
+// splice) can relay a handful of connections and hold at most 50 accepted
+// ones; 60 clients connect at once and stay. The helper runs out: accept
+// fails with EMFILE and backs off (those clients wait in the listen
+// backlog), and of the connections accepted in the burst one waits for a
+// descriptor to dial the server and the others are refused (their clients
+// connect again, as clients do). Nothing crashes, and every client is
+// served once the first ones leave. Then a new client is served too.
 func TestFaultFDExhaustion(t *testing.T) {
 	prlimit := needProgram(t, "prlimit")
-	const limit, clients = 64, 40
+	const limit, clients = 64, 60
 	r := startNsbindVia(t, []string{prlimit, fmt.Sprintf("--nofile=%d:%d", limit, limit), "--"},
 		"--log-level", "debug", "--connect-timeout", "60s", "-p", "7:0", "--", os.Args[0], "__server", "echo1", "7")
 	a := r.addr(4)
 	helper := helperOf(t, r)
 	release := make(chan struct{})
-	var served atomic.Int32
+	var served, refused atomic.Int32
 	errs := make(chan error, clients)
 	for range clients {
-		go func() { errs <- holdEcho(a, &served, release) }()
+		go func() {
+			for {
+				err := holdEcho(a, &served, release)
+				if !errors.Is(err, syscall.ECONNRESET) {
+					errs <- err
+					return
+				}
+				refused.Add(1)
+			}
+		}()
 	}
 	defer func() {
 		select {
@@ -349,7 +360,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 	if !alive(helper) {
 		t.Fatal("the helper died when it ran out of descriptors")
 	}
-	t.Logf("out of descriptors with %d clients served, %d waiting", served.Load(), clients-int(served.Load()))
+	t.Logf("out of descriptors with %d clients served, %d waiting, %d refusals so far", served.Load(), clients-int(served.Load()), refused.Load())
 	close(release)
 	for range clients {
 		select {
@@ -361,6 +372,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 			t.Fatalf("only %d of %d clients served 90s after descriptors were free", served.Load(), clients)
 		}
 	}
+	t.Logf("%d refusals in all; the helper's log says:\n%s", refused.Load(), exhaustionLines(r.stderr.String()))
 	if err := echoThrough(a, 1<<20); err != nil {
 		t.Fatalf("a new client after the exhaustion: %v", err)
 	}
@@ -368,6 +380,27 @@ func TestFaultFDExhaustion(t *testing.T) {
 	if code := r.wait(15 * time.Second); code != 143 {
 		t.Fatalf("exit %d, want the server's 143", code)
 	}
+}
+
+// exhaustionLines are the lines of a debug log about running out of
+// descriptors, the first of each kind.
+func exhaustionLines(log string) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "too many open files") {
+			continue
+		}
+		kind := line
+		if i := strings.Index(line, "="); i > 0 {
+			kind = line[:strings.LastIndex(line[:i], " ")]
+		}
+		if !seen[kind] {
+			seen[kind] = true
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // Fault: 2,000 idle connections held open through the relay do not keep a

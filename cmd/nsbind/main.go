@@ -36,6 +36,12 @@ const (
 const version = "0.1.0"
 
 func main() {
+	// Descriptors: Go's runtime has already raised this process's soft
+	// RLIMIT_NOFILE to the hard limit (less one), in every role, so a busy
+	// relay may use all the user allows; and it restores the original soft
+	// limit in the programs it starts, so the server keeps the user's
+	// (TestFileLimit checks both). nsbind calls no setrlimit of its own: that
+	// would hand the raised limit on to the server.
 	switch os.Getenv(roleEnv) {
 	case roleInit:
 		os.Exit(helperMain())
