@@ -233,8 +233,8 @@ class Soak:
                     self.add(udp_bad=1)
                 else:
                     self.add(udp_echoed=1, udp_bytes_echoed=len(data))
-            except socket.timeout:
-                pass                       # loss is allowed, and counted
+            except OSError:
+                pass                       # loss (or a refusal while the server restarts) is allowed, and counted
             time.sleep(0.001)
 
     def server_pid(self):
@@ -251,7 +251,9 @@ class Soak:
 
     def restarter(self):
         while True:
-            time.sleep(self.restart_every)
+            next_restart = time.monotonic() + self.restart_every
+            while time.monotonic() < min(next_restart, self.stop):
+                time.sleep(0.1)
             if time.monotonic() > self.stop - 5:
                 return
             with self.lock:
