@@ -56,9 +56,12 @@ func TestDoctorPasses(t *testing.T) {
 		t.Fatalf("want 12 checks and the verdict, got:\n%s", out)
 	}
 	for _, l := range lines[:12] {
-		status, _, _ := strings.Cut(l, " ")
-		if status != "OK" && status != "INFO" {
-			t.Errorf("on this machine every check should pass: %q", l)
+		switch status, _, _ := strings.Cut(l, " "); status {
+		case "OK", "INFO":
+		case "WARN":
+			t.Logf("an optional feature is missing here: %s", l)
+		default:
+			t.Errorf("a check did not pass although run works: %q", l)
 		}
 	}
 	code, out, _ = runNsbind(t, "doctor", "--json")
