@@ -432,9 +432,12 @@ func TestFaultIdleConnections(t *testing.T) {
 		}
 		c.SetDeadline(time.Time{})
 	}
-	if n := fdCount(t, helperOf(t, r)); n < 2*idle {
+	helper := helperOf(t, r)
+	n := fdCount(t, helper)
+	if n < 2*idle {
 		t.Fatalf("the helper holds %d descriptors, want at least %d for %d relayed connections", n, 2*idle, idle)
 	}
+	t.Logf("the helper holds %d descriptors (%d sockets) and %d KiB for %d idle connections", n, socketCount(t, helper), rssKiB(t, helper), idle)
 	if err := echoThrough(a, 4<<20); err != nil {
 		t.Fatalf("a new client with %d idle connections open: %v", idle, err)
 	}
