@@ -60,6 +60,10 @@ type HostFacts struct {
 	// user namespace (root on the host), to which neither
 	// unprivileged_userns_clone nor the AppArmor restriction applies.
 	Privileged bool
+	// Unmapped is true when the caller's uid or gid is not mapped in the
+	// user namespace it runs in (it shows as the overflow id, 65534): the
+	// kernel lets such a process create no user namespace (EPERM).
+	Unmapped bool
 }
 
 // ReadHostFacts reads the host facts of the calling process.
@@ -71,6 +75,7 @@ func ReadHostFacts() HostFacts {
 		PortStart:               readInt(unprivilegedPortStart),
 		Seccomp:                 -1,
 	}
+	f.Unmapped = os.Getuid() == readInt("/proc/sys/kernel/overflowuid") || os.Getgid() == readInt("/proc/sys/kernel/overflowgid")
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
 		f.Kernel = unix.ByteSliceToString(u.Release[:])

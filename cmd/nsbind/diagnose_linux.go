@@ -116,10 +116,16 @@ func noNamespaceSupport() diagnosis {
 		fix:     "run nsbind on a kernel built with CONFIG_USER_NS=y and CONFIG_NET_NS=y"}
 }
 
+func unmappedUser() diagnosis {
+	return diagnosis{check: checkUserns,
+		problem: "your uid or gid is not mapped in the user namespace nsbind runs in ('id' shows 65534, nobody), and the kernel lets no unmapped user create a user namespace",
+		fix:     "run nsbind where your ids are mapped: outside this namespace, or in one made with a map (unshare --map-root-user or --map-current-user)"}
+}
+
 func namespaceRefused() diagnosis {
 	return diagnosis{check: checkUserns,
 		problem: "the kernel refused to create a user namespace or to write its uid/gid map",
-		fix:     "run nsbind as a user whose uid and gid are mapped where it runs ('id' shows neither 65534 nor nobody), and see that no security module forbids user namespaces"}
+		fix:     "see that no security module (AppArmor, SELinux) or policy forbids user namespaces to your user"}
 }
 
 func netAdminDenied() diagnosis {
@@ -155,6 +161,8 @@ func diagnose(ne *nsutil.NamespaceError, f nsutil.HostFacts, exe string) diagnos
 			return noNamespaceSupport()
 		case !denied:
 			return unknownFailure(ne.Err)
+		case f.Unmapped:
+			return unmappedUser()
 		case f.UnprivilegedUsernsClone == 0 && !f.Privileged:
 			return unprivilegedCloneOff()
 		case f.Seccomp == 2:

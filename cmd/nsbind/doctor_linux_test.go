@@ -184,6 +184,18 @@ func TestReadOnlyProcSys(t *testing.T) {
 	}
 }
 
+// A user whose uid is not mapped where nsbind runs (inside "unshare -U"
+// without a map, it is nobody) may create no user namespace: run says so.
+func TestUnmappedUser(t *testing.T) {
+	unshare := needProgram(t, "unshare")
+	requireUserns(t)
+	code, _, stderr := runCmd(t, exec.Command(unshare, "--user", os.Args[0], "__nsbind", "run", "--", "true"))
+	want := "creating the namespaces (operation not permitted): " + unmappedUser().String()
+	if code != 125 || !strings.Contains(stderr, want) {
+		t.Fatalf("exit %d, want 125 and %q; stderr:\n%s", code, want, stderr)
+	}
+}
+
 // filterChecked is what seccompNoUserns prints once it has checked its
 // filter.
 const filterChecked = "seccomp filter: clone3 gives ENOSYS, unshare(CLONE_NEWUSER) EPERM, plain children start"
@@ -302,8 +314,10 @@ func TestDiagnose(t *testing.T) {
 			checkSeccomp, "seccomp"},
 		{"AppArmor refuses the namespace", nsutil.StepCreate, wrap(syscall.EACCES), with(func(f *nsutil.HostFacts) { f.AppArmorRestrictUserns = 1 }),
 			checkAppArmor, "sudo apparmor_parser -r /etc/apparmor.d/nsbind"},
-		{"uid map refused", nsutil.StepCreate, wrap(syscall.EPERM), base,
-			checkUserns, "uid and gid are mapped"},
+		{"an unmapped user", nsutil.StepCreate, wrap(syscall.EPERM), with(func(f *nsutil.HostFacts) { f.Unmapped = true }),
+			checkUserns, "unshare --map-root-user"},
+		{"refused for another reason", nsutil.StepCreate, wrap(syscall.EPERM), base,
+			checkUserns, "security module"},
 		{"AppArmor takes the capabilities", nsutil.StepLoopback, syscall.EPERM, with(func(f *nsutil.HostFacts) { f.AppArmorRestrictUserns = 1 }),
 			checkAppArmor, "/etc/apparmor.d/nsbind"},
 		{"no CAP_NET_ADMIN inside", nsutil.StepLoopback, syscall.EPERM, base,
