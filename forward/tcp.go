@@ -53,7 +53,8 @@ type TCPRelay struct {
 	// Dialer opens the inside leg.
 	Dialer Dialer
 	// Wait bounds how long a connection that arrives before the server
-	// listens waits for it (the dial is retried while it is refused).
+	// listens waits for it (the dial is retried while it is refused), and
+	// how long one waits for a descriptor to dial it.
 	Wait time.Duration
 	// Logger gets per-connection events at debug level.
 	Logger *slog.Logger
@@ -63,18 +64,39 @@ type TCPRelay struct {
 	// version to the server first on each connection, for servers that
 	// expect one.
 	ProxyProtocol int
+
+	// fdWait is held by the one connection that waits for a descriptor to
+	// dial the server (made by Serve). The accept loop waits for it too.
+	fdWait chan struct{}
 }
 
 // Serve accepts on ln until ctx is done, then closes ln and returns once
 // every connection has ended. Connections still open when ctx ends stop
 // reading from their clients but deliver what the server still sends.
+//
+// Out of descriptors, new clients wait in the listen backlog: accept fails
+// with EMFILE and is retried with a backoff. A connection accepted without
+// a descriptor left to dial the server waits for one (up to Wait), and
+// while it waits no other is accepted, so that the next descriptor freed
+// goes to it; others accepted in the same burst are refused (reset), which
+// frees their descriptors. Waiting for a descriptor with every accepted
+// connection instead would let them hold all descriptors, each waiting for
+// one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	r.fdWait = make(chan struct{}, 1)
 	backoff := time.Duration(0)
 	for {
+		// While a connection waits for a descriptor, accept none.
+		select {
+		case r.fdWait <- struct{}{}:
+			<-r.fdWait
+		case <-ctx.Done():
+			return nil
+		}
 		c, err := ln.AcceptTCP()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -106,8 +128,9 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 	switch {
 	case errors.Is(err, syscall.ECONNABORTED):
 		return 0, true
-	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE),
-		errors.Is(err, syscall.ENOBUFS), errors.Is(err, syscall.ENOMEM):
+	case outOfResources(err):
+		// The connection stays in the listen backlog: its client waits
+		// (or the kernel refuses new ones once the backlog is full).
 		d := max(5*time.Millisecond, min(2*last, time.Second))
 		return d, true
 	}
@@ -115,7 +138,12 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 }
 
 func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
-	peer := client.RemoteAddr().(*net.TCPAddr).AddrPort()
+	// A connection reset before accept returned may have no address; it
+	// still gets a dial (and fails like any other), not a panic.
+	var peer netip.AddrPort
+	if a, ok := client.RemoteAddr().(*net.TCPAddr); ok && a != nil {
+		peer = a.AddrPort()
+	}
 	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
 	server, err := r.dial(ctx, peer)
 	if err != nil {
@@ -157,13 +185,34 @@ func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrP
 }
 
 // dial connects to the server, retrying while it refuses for up to r.Wait.
+// dial connects to the server, retrying for up to r.Wait while it refuses
+// (it does not listen yet, or restarts) or, for one connection at a time,
+// while the process is out of descriptors or memory (other connections may
+// end and free them). The client waits meanwhile; after r.Wait it gets a
+// reset. A connection that finds another waiting for a descriptor fails at
+// once.
 func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
 	deadline := time.Now().Add(r.Wait)
 	pause := 2 * time.Millisecond
+	waiting := false
+	defer func() {
+		if waiting {
+			<-r.fdWait
+		}
+	}()
 	for {
 		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		if err == nil || !retryDial(err) {
 			return c, err
+		}
+		if outOfResources(err) && !waiting {
+			select {
+			case r.fdWait <- struct{}{}:
+				waiting = true
+				r.Logger.Debug("out of descriptors: waiting for one to dial the server", "client", client, "port", r.Port, "err", err)
+			default:
+				return nil, err // another connection waits already
+			}
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -176,6 +225,18 @@ func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPCon
 		}
 		pause = min(2*pause, 100*time.Millisecond)
 	}
+}
+
+// retryDial reports whether a failed dial of the server may work later.
+func retryDial(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || outOfResources(err)
+}
+
+// outOfResources reports an error of a process out of descriptors or of a
+// kernel out of memory: it passes when other connections end.
+func outOfResources(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // relay moves bytes both ways between client and server until both
@@ -198,7 +259,10 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 }
 
 // pipe copies src to dst (with splice(2): both are *net.TCPConn) until src
-// ends, then half-closes dst so half-closed protocols work. An error (a
+// ends, then half-closes dst so half-closed protocols work. Each splice
+// holds a pipe (two descriptors) while it runs; a process out of
+// descriptors for one copies through a buffer instead (Go falls back), so
+// the connection still works. An error (a
 // reset on either side) resets both connections, which also ends the other
 // direction.
 func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {

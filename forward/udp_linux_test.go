@@ -3,22 +3,11 @@ package forward
 import (
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 )
-
-// openFDs counts this process's open descriptors.
-func openFDs(t testing.TB) int {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(fds)
-}
 
 // A flood of client addresses opens no more descriptors than MaxFlows
 // allows, every client is answered, and when the relay ends every

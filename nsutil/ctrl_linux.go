@@ -17,6 +17,8 @@ const (
 	MsgFail    = "fail"    // the run failed before the server started; Code, Text
 	MsgExit    = "exit"    // the server ended; Code or Signal
 	MsgStopped = "stopped" // the server was stopped (Ctrl-Z)
+	MsgStats   = "stats"   // counters of the published ports, before MsgExit; Data
+	MsgProbe   = "probe"   // what the probe found inside (nsbind doctor); Data
 	// From the parent to the helper.
 	MsgSignal   = "signal"   // deliver Signal to the server
 	MsgContinue = "continue" // continue a stopped server; Foreground says whether it gets the terminal
@@ -43,6 +45,8 @@ type Msg struct {
 	// MsgUnrelay, MsgUnrelayed).
 	Socket int `json:"sock,omitempty"`
 	Target int `json:"target,omitempty"`
+	// Data is a payload whose format belongs to the message type.
+	Data json.RawMessage `json:"data,omitempty"`
 }
 
 // maxMsg bounds one message; messages are small JSON objects.

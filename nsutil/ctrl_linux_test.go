@@ -44,7 +44,7 @@ func TestCtrlCarriesMessagesAndFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != want || len(files) != 1 {
+	if got.Type != want.Type || got.Code != want.Code || got.Signal != want.Signal || got.Text != want.Text || len(files) != 1 {
 		t.Fatalf("got %+v with %d files, want %+v with 1", got, len(files), want)
 	}
 	// The passed descriptor is the pipe's write end: writing to it reaches r.

@@ -6,7 +6,10 @@
 // (ctrl_linux.go), and, for --direct, traps the server's bind(2) with a
 // seccomp filter whose listener the helper answers (seccomp_linux.go). With
 // --net=veth (privileged) it also makes the run's veth pair (veth_linux.go)
-// and the run's nftables table on the host (hostrules_linux.go).
+// and the run's nftables table on the host (hostrules_linux.go). It reads
+// the host's settings and probes fresh namespaces for nsbind doctor
+// (probe_linux.go). A host refusing a step of creating or setting up the
+// namespaces is a *NamespaceError.
 //
 // --net=veth: CheckHostNetAdmin, LockSubnets, ChooseSubnets, CreateVeth,
 // HostForwarding, InstallHostRules, DeleteVeth and ProbeVeth run in the
@@ -14,14 +17,15 @@
 // stay open (in the parent) for the run's whole life: the kernel deletes
 // the table when its netlink socket closes.
 //
-// Processes: Start runs in nsbind's parent on the host. SetupLoopback,
-// MountProc, StartServer and the Server methods run in the helper, inside
-// the namespaces, and so do SetupOutbound, SetupReplyRouting, OpenQueue,
-// BindResolvConf, ReceiveBindListener and the BindListener. ProbeOutbound
-// runs in any process with CAP_NET_ADMIN in its user namespace (the helper,
-// or one nsbind doctor starts). ExecServer runs in the exec step, the
-// short-lived process that becomes the server, and installs the bind filter
-// there.
+// Processes: Start, ReadHostFacts and Probe run in nsbind's parent on the
+// host. SetupLoopback, MountProc, StartServer and the Server methods run in
+// the helper, inside the namespaces, and so do SetupOutbound,
+// SetupReplyRouting, OpenQueue, BindResolvConf, ReceiveBindListener and the
+// BindListener; ProbeInside runs in the probe, which Probe starts exactly as
+// Start starts the helper. ProbeOutbound runs in any process with
+// CAP_NET_ADMIN in its user namespace (the helper, or the probe).
+// ExecServer runs in the exec step, the short-lived process that becomes
+// the server, and installs the bind filter there.
 //
 // Concurrency: Start forks from a goroutine locked to its thread for the
 // helper's whole life (Go's Pdeathsig is tied to the forking thread).

@@ -21,13 +21,13 @@ const unprivilegedPortStart = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 func SetupLoopback() error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
-		return fmt.Errorf("finding lo: %w", err)
+		return &NamespaceError{Step: StepLoopback, Err: fmt.Errorf("finding lo: %w", err)}
 	}
 	if err := netlink.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("bringing lo up: %w", err)
+		return &NamespaceError{Step: StepLoopback, Err: err}
 	}
 	if err := os.WriteFile(unprivilegedPortStart, []byte("0\n"), 0); err != nil {
-		return fmt.Errorf("setting net.ipv4.ip_unprivileged_port_start to 0 inside: %w", err)
+		return &NamespaceError{Step: StepPortSysctl, Err: err}
 	}
 	return nil
 }

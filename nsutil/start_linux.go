@@ -54,6 +54,9 @@ type Helper struct {
 	// PIDNamespace is true when the helper is init of its own PID
 	// namespace (and has its own mount namespace).
 	PIDNamespace bool
+	// NoPIDNamespace is why the kernel refused the PID and mount
+	// namespaces when PIDNamespace is false.
+	NoPIDNamespace error
 	// Ctrl is the parent's end of the control channel.
 	Ctrl *Ctrl
 
@@ -100,6 +103,7 @@ func Start(cfg Config) (*Helper, error) {
 			cmd = command(cfg, theirs, flags)
 			if err = cmd.Start(); err == nil {
 				cfg.Logger.Debug("no PID namespace: running without one", "err", first)
+				h.NoPIDNamespace = first
 			}
 		} else {
 			h.PIDNamespace = true
@@ -115,7 +119,9 @@ func Start(cfg Config) (*Helper, error) {
 	}()
 	if err := <-started; err != nil {
 		ctrl.Close()
-		return nil, fmt.Errorf("creating the namespaces: %w", err)
+		// Go reports a refused clone(2) and a refused write of the uid or
+		// gid map alike, as the errno of the exec.
+		return nil, &NamespaceError{Step: StepCreate, Err: err}
 	}
 	return h, nil
 }
@@ -164,3 +170,23 @@ func (h *Helper) Kill() error {
 	}
 	return err
 }
+
+// The steps of creating and setting up nsbind's namespaces that a host can
+// refuse, as NamespaceError.Step says them.
+const (
+	StepCreate     = "creating the namespaces"
+	StepLoopback   = "bringing lo up"
+	StepPortSysctl = "setting net.ipv4.ip_unprivileged_port_start to 0 inside"
+)
+
+// NamespaceError is a host refusing one step of creating or setting up the
+// namespaces (Start, SetupLoopback). Err carries the errno; cmd/nsbind turns
+// it into the cause and the fix.
+type NamespaceError struct {
+	Step string
+	Err  error
+}
+
+func (e *NamespaceError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+func (e *NamespaceError) Unwrap() error { return e.Err }

@@ -17,8 +17,9 @@ export NSBIND_TEST_REQUIRE_USERNS=1
 
 # Programs the end-to-end tests drive (Debian package names).
 # Outbound connections: the remote host's namespace and veth (ip), DNS
-# servers (dnsmasq) and clients (dig, getent); --direct: nginx, iperf3.
-packages=(curl python3 strace bash procps nginx iperf3 iproute2 nftables)
+# servers (dnsmasq) and clients (dig, getent); --direct: nginx, iperf3;
+# fault tests: prlimit, unshare (util-linux), mount.
+packages=(curl python3 strace bash procps nginx iperf3 iproute2 nftables util-linux mount)
 packages+=(dnsmasq-base bind9-dnsutils libc-bin)
 
 if [ "$(id -u)" = 0 ]; then

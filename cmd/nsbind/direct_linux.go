@@ -42,6 +42,8 @@ type director struct {
 	logger *slog.Logger
 	relays *sync.WaitGroup
 	dialer insideDialer
+	// stats are the counters of the host sockets, as in the helper.
+	stats []*forward.Stats
 
 	// fds are the helper's own descriptors of the host sockets, kept raw:
 	// an *os.File or a net.Listener would change their O_NONBLOCK, which
@@ -59,9 +61,9 @@ type director struct {
 // newDirector takes the inherited host sockets (descriptors FirstFD on).
 // No relay starts yet: until the server binds, connections wait in the
 // host sockets' backlog.
-func newDirector(ctx context.Context, cfg helperConfig, ctrl *nsutil.Ctrl, logger *slog.Logger, relays *sync.WaitGroup, dialer insideDialer) *director {
+func newDirector(ctx context.Context, cfg helperConfig, ctrl *nsutil.Ctrl, logger *slog.Logger, relays *sync.WaitGroup, dialer insideDialer, stats []*forward.Stats) *director {
 	d := &director{
-		ctx: ctx, cfg: cfg, ctrl: ctrl, logger: logger, relays: relays, dialer: dialer,
+		ctx: ctx, cfg: cfg, ctrl: ctrl, logger: logger, relays: relays, dialer: dialer, stats: stats,
 		inodes:    make(map[uint64]int),
 		stops:     make([]context.CancelFunc, len(cfg.Sockets)),
 		unrelayed: make(chan int, len(cfg.Sockets)),
@@ -253,7 +255,7 @@ func (d *director) relay(i int) {
 		return
 	}
 	f := os.NewFile(uintptr(nfd), sc.Host.String())
-	serve, err := relayFor(sc, f, d.cfg, d.dialer, d.logger)
+	serve, err := relayFor(sc, f, d.cfg, d.dialer, d.stats[i], d.logger)
 	f.Close()
 	if err != nil {
 		d.logger.Error("relay not started", "host", sc.Host, "err", err)

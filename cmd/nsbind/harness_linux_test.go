@@ -110,6 +110,20 @@ func startNsbindAs(t *testing.T, u *testUser, args ...string) *nsbindRun {
 	}, args...)
 }
 
+// startNsbindVia is startNsbind with nsbind started by the command line
+// via (e.g. prlimit ARGS --), which must exec it in the same process.
+func startNsbindVia(t *testing.T, via []string, args ...string) *nsbindRun {
+	t.Helper()
+	path, err := exec.LookPath(via[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startNsbindIn(t, t.TempDir(), func(cmd *exec.Cmd) {
+		cmd.Args = append(append([]string{path}, via[1:]...), cmd.Args...)
+		cmd.Path = path
+	}, args...)
+}
+
 // startNsbindIn is startNsbind with the ports file in dir and prepare, if
 // not nil, adjusting the command before it starts (to run it as another
 // user, say).

@@ -70,12 +70,17 @@ func helperMain() int {
 	if err != nil {
 		return fail(exitFailed, err)
 	}
+	// Counters per host socket, sent to the parent when the server ends.
+	stats := make([]*forward.Stats, len(cfg.Sockets))
+	for i := range stats {
+		stats[i] = new(forward.Stats)
+	}
 	for i, sc := range cfg.Sockets {
 		if cfg.Direct {
 			break // the director relays what the server does not take
 		}
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
-		serve, err := relayFor(sc, f, cfg, dialer, logger)
+		serve, err := relayFor(sc, f, cfg, dialer, stats[i], logger)
 		f.Close()
 		if err != nil {
 			return fail(exitFailed, err)
@@ -101,7 +106,7 @@ func helperMain() int {
 		execFiles          []*os.File
 	)
 	if cfg.Direct {
-		dir = newDirector(ctx, cfg, ctrl, logger, &relays, dialer)
+		dir = newDirector(ctx, cfg, ctrl, logger, &relays, dialer, stats)
 		if notify, notifyExec, err = nsutil.BindNotifyPair(); err != nil {
 			return fail(exitFailed, err)
 		}
@@ -154,6 +159,7 @@ func helperMain() int {
 			stopRelays()
 			waitTimeout(&relays, drainTimeout)
 			out.logTotals(logger)
+			sendStats(ctrl, cfg.Sockets, stats, logger)
 			ctrl.Send(nsutil.Msg{Type: nsutil.MsgExit, Code: st.ExitCode(), Signal: int(st.Signal)})
 			return 0
 		case <-srv.Stopped():
@@ -181,7 +187,7 @@ func helperMain() int {
 }
 
 // relayFor makes the relay of one inherited host socket.
-func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer insideDialer, logger *slog.Logger) (func(context.Context) error, error) {
+func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger) (func(context.Context) error, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
@@ -193,7 +199,7 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer insideDialer
 			ln.Close()
 			return nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
-		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol}
+		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol, Stats: stats}
 		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
 	case forward.UDP:
 		pc, err := net.FilePacketConn(f)
@@ -206,7 +212,7 @@ func relayFor(sc socketConfig, f *os.File, cfg helperConfig, dialer insideDialer
 			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
 		r := &forward.UDPRelay{Port: sc.Inside, Dialer: dialer,
-			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger}
+			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger, Stats: stats}
 		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)

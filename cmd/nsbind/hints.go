@@ -14,6 +14,9 @@ import (
 // describe turns an error into the one line nsbind prints: what went wrong
 // and, for the errors it knows, what to do about it.
 func describe(err error) string {
+	if s, ok := describeSystem(err); ok {
+		return s
+	}
 	var be *forward.BindError
 	if errors.As(err, &be) {
 		return describeBind(be)

@@ -13,11 +13,13 @@ import (
 
 // The role of a process is chosen here from an environment variable that
 // only nsbind sets: the CLI (no variable), the helper inside the namespaces
-// ("init"), or the exec step that becomes the server ("exec").
+// ("init"), the exec step that becomes the server ("exec"), or the probe
+// that nsbind doctor starts in fresh namespaces ("probe").
 const (
 	roleEnv    = "NSBIND_ROLE"
 	roleInit   = "init"
 	roleExec   = "exec"
+	roleProbe  = "probe"
 	configEnv  = "NSBIND_CONFIG"
 	keepCapEnv = "NSBIND_KEEP_CAPS"
 )
@@ -34,11 +36,19 @@ const (
 const version = "0.1.0"
 
 func main() {
+	// Descriptors: Go's runtime has already raised this process's soft
+	// RLIMIT_NOFILE to the hard limit (less one), in every role, so a busy
+	// relay may use all the user allows; and it restores the original soft
+	// limit in the programs it starts, so the server keeps the user's
+	// (TestFileLimit checks both). nsbind calls no setrlimit of its own: that
+	// would hand the raised limit on to the server.
 	switch os.Getenv(roleEnv) {
 	case roleInit:
 		os.Exit(helperMain())
 	case roleExec:
 		os.Exit(execMain())
+	case roleProbe:
+		os.Exit(probeMain())
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -49,6 +59,7 @@ any port; nsbind listens on the host port and moves the traffic in.
 
 Usage:
   nsbind run [flags] [--] COMMAND [ARG...]   run COMMAND, publishing its ports
+  nsbind doctor [--json]                     check that this host lets nsbind run
   nsbind version                             print the version
   nsbind help                                show this help
 
@@ -56,7 +67,8 @@ Example:
   nsbind run -p 80:8080 python3 -m http.server 80
   curl http://127.0.0.1:8080/
 
-Run 'nsbind run --help' for the flags of run.
+Run 'nsbind run --help' for the flags of run. When run fails to create its
+namespaces, 'nsbind doctor' says why and what to do.
 `
 
 // run is the CLI: it dispatches on the subcommand and returns the exit
@@ -69,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCommand(args[1:], stdout, stderr)
+	case "doctor":
+		return doctorCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "nsbind %s%s (%s %s/%s)\n", version, revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

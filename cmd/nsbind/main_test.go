@@ -23,6 +23,8 @@ func TestMain(m *testing.M) {
 		os.Exit(helperMain())
 	case roleExec:
 		os.Exit(execMain())
+	case roleProbe:
+		os.Exit(probeMain())
 	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
@@ -31,6 +33,8 @@ func TestMain(m *testing.M) {
 			os.Exit(run(os.Args[2:], os.Stdout, os.Stderr))
 		case "__server":
 			os.Exit(testServer(os.Args[2:]))
+		case "__seccomp_no_userns":
+			os.Exit(seccompNoUserns(os.Args[2:]))
 		}
 	}
 	os.Exit(m.Run())
@@ -50,6 +54,7 @@ func TestMain(m *testing.M) {
 //	udpecho PORT   UDP echo on [::]:PORT (both families); udpecho4 on
 //	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
 //	...            and the servers of the --direct tests (directTestServer)
+//	flood, farewell, sink, echo1   servers for the fault tests (faultServer)
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -58,6 +63,8 @@ func testServer(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "flood", "farewell", "sink", "echo1":
+		return faultServer(args)
 	case "echo", "echo4":
 		port, _ := strconv.Atoi(args[1])
 		network := "tcp"

@@ -48,6 +48,7 @@ type runOptions struct {
 	subnets          []string
 	subnet4, subnet6 netip.Prefix
 	direct           bool
+	stats            bool
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -90,6 +91,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
 	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
+	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -309,6 +311,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		result  = -1
 		started bool
 		stopped bool
+		stats   = statsCollector{}
 	)
 	for {
 		select {
@@ -345,6 +348,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 				result = m.Code
 			case nsutil.MsgExit:
 				result = m.Code
+			case nsutil.MsgStats:
+				stats.add(m)
 			case nsutil.MsgStopped:
 				// The server was stopped (Ctrl-Z): stop nsbind too, so the
 				// shell sees its job stopped and can continue it.
@@ -363,7 +368,12 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 					result = m.Code
 				case nsutil.MsgExit:
 					result = m.Code
+				case nsutil.MsgStats:
+					stats.add(m)
 				}
+			}
+			if o.stats && started {
+				stats.print(stderr, cfg.Sockets)
 			}
 			if result >= 0 {
 				return result
