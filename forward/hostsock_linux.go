@@ -81,10 +81,12 @@ func NewHostSockets(kind SocketKind, n int) ([]*os.File, error) {
 
 // Pool sizes: the parent sends sockets in batches of poolBatch, asked for
 // when fewer than poolLow are left, so a burst of connections rarely waits
-// for the round trip.
+// for the round trip. Every socket kept is a descriptor of the helper (four
+// kinds: 4 × poolBatch at rest), which counts against the user's limit, so
+// the batches are small.
 const (
-	poolBatch = 32
-	poolLow   = 16
+	poolBatch = 8
+	poolLow   = 4
 	poolMax   = 4 * poolBatch
 )
 

@@ -61,6 +61,8 @@ const MaxFiles = 64
 // at a time.
 type Ctrl struct {
 	c *net.UnixConn
+	// buf and oob are Recv's, reused: one Recv runs at a time.
+	buf, oob []byte
 }
 
 // NewCtrl wraps f, a SOCK_SEQPACKET socket; f is closed.
@@ -99,8 +101,11 @@ func (c *Ctrl) Send(m Msg, files ...*os.File) error {
 // Recv receives one message and the files passed with it. At EOF (the
 // other end is gone) it returns io.EOF.
 func (c *Ctrl) Recv() (Msg, []*os.File, error) {
-	buf := make([]byte, maxMsg)
-	oob := make([]byte, unix.CmsgSpace(4*MaxFiles))
+	if c.buf == nil {
+		c.buf = make([]byte, maxMsg)
+		c.oob = make([]byte, unix.CmsgSpace(4*MaxFiles))
+	}
+	buf, oob := c.buf, c.oob
 	n, oobn, _, _, err := c.c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return Msg{}, nil, err
