@@ -209,9 +209,13 @@ func TestUDPRelayEcho(t *testing.T) {
 			if n := r.Stats.Conns.Load(); n != clients {
 				t.Errorf("%d flows opened, want one per client: %d", n, clients)
 			}
+			// The relay counts a reply after sending it: the client may
+			// have it a moment before it is counted.
+			waitFor(t, func() bool { return r.Stats.Datagrams.Load() >= 2*clients*rounds })
 			if n := r.Stats.Datagrams.Load(); n != 2*clients*rounds {
 				t.Errorf("%d datagrams counted, want %d", n, 2*clients*rounds)
 			}
+			waitFor(t, func() bool { return r.Stats.BytesIn.Load() == r.Stats.BytesOut.Load() })
 			if in, out := r.Stats.BytesIn.Load(), r.Stats.BytesOut.Load(); in != out || in == 0 {
 				t.Errorf("bytes in %d, out %d: want equal and not 0 for an echo", in, out)
 			}
