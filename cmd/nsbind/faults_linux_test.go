@@ -321,6 +321,7 @@ func TestFileLimit(t *testing.T) {
 // connect again, as clients do). Nothing crashes, and every client is
 // served once the first ones leave. Then a new client is served too.
 func TestFaultFDExhaustion(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
 	prlimit := needProgram(t, "prlimit")
 	const limit, clients = 64, 60
 	r := startNsbindVia(t, []string{prlimit, fmt.Sprintf("--nofile=%d:%d", limit, limit), "--"},
@@ -408,6 +409,7 @@ func exhaustionLines(log string) string {
 // Fault: 2,000 idle connections held open through the relay do not keep a
 // new client from being served, and stay usable.
 func TestFaultIdleConnections(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
 	const idle = 2000
 	r := startNsbind(t, "-p", "7:0", "--", os.Args[0], "__server", "echo", "7")
 	a := r.addr(4)
@@ -464,6 +466,7 @@ func TestFaultIdleConnections(t *testing.T) {
 // nsbind buffering without bound. Then the client reads every byte the
 // server wrote, intact.
 func TestFaultSlowReader(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
 	r := startNsbind(t, "-p", "7:0", "--", os.Args[0], "__server", "flood", "7")
 	helper := helperOf(t, r)
 	rssBefore := rssKiB(t, helper)
@@ -602,6 +605,7 @@ func TestFaultSIGTERMDrains(t *testing.T) {
 // number of connections (the race detector's pool drops a quarter of them
 // on purpose, so there only the sockets are counted).
 func TestFaultNoDescriptorLeak(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
 	const conns, workers = 100_000, 8
 	// --isolated: the pool of host sockets for outbound connections would
 	// count among the helper's descriptors.
@@ -663,6 +667,7 @@ func socketCount(t *testing.T, pid int) int {
 // --stats prints the connections and bytes of each published host socket
 // when the server ends, and debug logs carry them too.
 func TestStatsFlag(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
 	r := startNsbind(t, "--stats", "--log-level", "debug", "-p", "7:0", "--", os.Args[0], "__server", "echo", "7")
 	a4, a6 := r.addr(4), r.addr(6)
 	for _, n := range []int{1000, 2000, 3000} {
