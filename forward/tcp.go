@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -266,7 +265,7 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 // reset on either side) resets both connections, which also ends the other
 // direction.
 func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {
-	n, err := io.Copy(dst, src)
+	n, err := copyStream(dst, src)
 	if err != nil && !(ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded)) {
 		reset(dst)
 		reset(src)

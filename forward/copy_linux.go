@@ -1,0 +1,169 @@
+package forward
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// spliceChunk is the most one splice(2) moves; pipes are made this large.
+// 1 MiB is what an unprivileged process may ask for
+// (/proc/sys/fs/pipe-max-size) and what Go's own splice uses.
+const spliceChunk = 1 << 20
+
+// maxIdlePipes bounds the pipes the pool keeps between transfers.
+const maxIdlePipes = 64
+
+// pipePool keeps empty pipes for splice between transfers.
+//
+// Go's io.Copy between two *net.TCPConn splices too, but it holds a pipe
+// (two descriptors) for each direction of a connection for as long as the
+// copy runs, idle or not: an idle connection cost six descriptors in the
+// relay, and a user's limit of 20,000 held barely 3,300 connections. Here a
+// pipe is taken only once data is there and given back as soon as it has
+// passed, so an idle connection holds its two sockets and nothing else, and
+// the pipes in use are bounded by the transfers in flight.
+type pipePool struct {
+	mu   sync.Mutex
+	free [][2]int
+}
+
+// pipes is the process's pool: pipes are a process-wide resource (the
+// descriptor limit, the user's pipe buffer quota), shared by every relay.
+var pipes pipePool
+
+func (p *pipePool) get() ([2]int, error) {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		fds := p.free[n-1]
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return fds, nil
+	}
+	p.mu.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return fds, err
+	}
+	// Best effort: past the user's pipe quota the kernel keeps it small.
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, spliceChunk)
+	return fds, nil
+}
+
+// put returns an empty pipe to the pool.
+func (p *pipePool) put(fds [2]int) {
+	p.mu.Lock()
+	if len(p.free) < maxIdlePipes {
+		p.free = append(p.free, fds)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	closePipe(fds)
+}
+
+func closePipe(fds [2]int) {
+	unix.Close(fds[0])
+	unix.Close(fds[1])
+}
+
+// copyStream copies src to dst with splice(2) until src ends, and returns
+// the bytes copied. The bytes never enter user space. It waits for data
+// without holding a pipe.
+func copyStream(dst, src *net.TCPConn) (int64, error) {
+	rsrc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	rdst, err := dst.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		total int64
+		fds   [2]int
+		have  bool // a pipe is taken (and empty, between transfers)
+	)
+	defer func() {
+		if have {
+			pipes.put(fds)
+		}
+	}()
+	for {
+		var (
+			n    int64
+			serr error
+		)
+		err := rsrc.Read(func(fd uintptr) bool {
+			if !have {
+				if fds, serr = pipes.get(); serr != nil {
+					return true
+				}
+				have = true
+			}
+			for {
+				n, serr = unix.Splice(int(fd), nil, fds[1], nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				if serr != unix.EINTR {
+					break
+				}
+			}
+			if serr == unix.EAGAIN {
+				// Nothing to read (the pipe is empty, so it is not
+				// full): wait for data without the pipe.
+				pipes.put(fds)
+				have = false
+				return false
+			}
+			return true
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			return total, wrapErrno(err)
+		}
+		if n == 0 {
+			return total, nil // EOF
+		}
+		left := n
+		err = rdst.Write(func(fd uintptr) bool {
+			for left > 0 {
+				m, e := unix.Splice(fds[0], nil, int(fd), nil, int(left), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				switch {
+				case e == unix.EINTR:
+					continue
+				case e == unix.EAGAIN:
+					return false // dst's buffer is full: wait
+				case e != nil:
+					serr = e
+					return true
+				}
+				left -= m
+				total += m
+			}
+			return true
+		})
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			// The pipe may still hold data: it cannot go back.
+			closePipe(fds)
+			have = false
+			return total, wrapErrno(err)
+		}
+	}
+}
+
+// wrapErrno makes a raw errno from splice look like Go's own errors, so
+// callers can test it with errors.Is as for io.Copy.
+func wrapErrno(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return &net.OpError{Op: "splice", Net: "tcp", Err: errno}
+	}
+	return err
+}
