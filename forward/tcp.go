@@ -34,14 +34,26 @@ func (LoopbackDialer) DialTCP(ctx context.Context, client netip.AddrPort, port u
 	if client.Addr().Unmap().Is6() {
 		first, second = second, first
 	}
-	c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(first, port)))
+	c, err := dialLoopback(ctx, netip.AddrPortFrom(first, port))
 	if err == nil {
 		return c, nil
 	}
-	if c, err2 := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(second, port))); err2 == nil {
+	if c, err2 := dialLoopback(ctx, netip.AddrPortFrom(second, port)); err2 == nil {
 		return c, nil
 	}
 	return nil, err
+}
+
+// dialLoopback dials the server's leg on loopback. Keepalive stays off:
+// the leg cannot break silently (the client's leg keeps it), and its
+// setsockopts are a tenth of the relay's work per new connection.
+func dialLoopback(ctx context.Context, ap netip.AddrPort) (*net.TCPConn, error) {
+	d := net.Dialer{KeepAlive: -1}
+	c, err := d.DialContext(ctx, "tcp", ap.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // TCPRelay relays connections accepted on a host listener to the server's

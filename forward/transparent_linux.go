@@ -49,7 +49,7 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 		if server == loopback6 {
 			other = loopback4
 		}
-		if c, err2 := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(netip.AddrPortFrom(other, port))); err2 == nil {
+		if c, err2 := dialLoopback(ctx, netip.AddrPortFrom(other, port)); err2 == nil {
 			// A server that was just starting may have begun to listen
 			// on both families in between: then keep the client's
 			// address after all.
@@ -79,6 +79,7 @@ func dialFrom(ctx context.Context, src, target netip.AddrPort) (*net.TCPConn, er
 	d := net.Dialer{
 		LocalAddr: net.TCPAddrFromAddrPort(src),
 		Timeout:   transparentDialTimeout,
+		KeepAlive: -1, // a leg on loopback: the client's leg has keepalive
 		Control: func(network, address string, rc syscall.RawConn) error {
 			var serr error
 			err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), src.Addr().Is6(), src.Port() == 0) })

@@ -39,6 +39,9 @@ func helperMain() int {
 	}
 	level, _ := parseLevel(cfg.LogLevel)
 	logger := newLogger(os.Stderr, level)
+	if stop := startProfile(logger); stop != nil {
+		defer stop()
+	}
 
 	// The parent forwards the signals meant for the server over the
 	// control channel. The helper catches them itself only so that one

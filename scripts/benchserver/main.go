@@ -57,7 +57,7 @@ func serve(args []string) error {
 	udpAddr := fs.String("udp", "", "UDP echo address (empty: none)")
 	fs.Parse(args)
 	if *udpAddr != "" {
-		pc, err := net.ListenPacket("udp", *udpAddr)
+		pc, err := net.ListenPacket(network("udp", *udpAddr), *udpAddr)
 		if err != nil {
 			return err
 		}
@@ -78,11 +78,22 @@ func serve(args []string) error {
 		w.Write(body)
 	})
 	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", *httpAddr)
+	ln, err := lc.Listen(context.Background(), network("tcp", *httpAddr), *httpAddr)
 	if err != nil {
 		return err
 	}
 	return http.Serve(ln, h)
+}
+
+// network is "tcp4"/"udp4" for an IPv4 address: Go would make a dual-stack
+// IPv6 socket for 0.0.0.0, which nsbind --direct does not give an IPv4
+// host socket to.
+func network(base, addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+		return base + "4"
+	}
+	return base
 }
 
 func udpping(args []string) error {
