@@ -154,34 +154,7 @@ func (o *Outbound) dialHost(ctx context.Context, dst netip.AddrPort) (*net.TCPCo
 // Serve accepts the redirected connections on ln until ctx is done, then
 // closes ln and returns once every connection has ended.
 func (o *Outbound) Serve(ctx context.Context, ln *net.TCPListener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	backoff := time.Duration(0)
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if d, ok := acceptBackoff(err, backoff); ok {
-				backoff = d
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-				}
-				continue
-			}
-			return err
-		}
-		backoff = 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o.handle(ctx, c)
-		}()
-	}
+	return acceptLoop(ctx, ln, nil, o.Logger, o.handle)
 }
 
 func (o *Outbound) handle(ctx context.Context, inside *net.TCPConn) {

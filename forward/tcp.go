@@ -94,18 +94,33 @@ type TCPRelay struct {
 // connection instead would let them hold all descriptors, each waiting for
 // one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
+	r.fdWait = make(chan struct{}, 1)
+	// While a connection waits for a descriptor, accept none.
+	gate := func() bool {
+		select {
+		case r.fdWait <- struct{}{}:
+			<-r.fdWait
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return acceptLoop(ctx, ln, gate, r.Logger, r.handle)
+}
+
+// acceptLoop accepts on ln until ctx is done, running handle on a goroutine
+// of its own for each connection, then closes ln and returns once every
+// handle has returned. Accept errors that pass (out of descriptors or
+// memory) are retried with a backoff. gate, if not nil, is called before
+// each accept and stops the loop by returning false.
+func acceptLoop(ctx context.Context, ln *net.TCPListener, gate func() bool, logger *slog.Logger, handle func(context.Context, *net.TCPConn)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	r.fdWait = make(chan struct{}, 1)
 	backoff := time.Duration(0)
 	for {
-		// While a connection waits for a descriptor, accept none.
-		select {
-		case r.fdWait <- struct{}{}:
-			<-r.fdWait
-		case <-ctx.Done():
+		if gate != nil && !gate() {
 			return nil
 		}
 		c, err := ln.AcceptTCP()
@@ -114,7 +129,7 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 				return nil
 			}
 			if d, ok := acceptBackoff(err, backoff); ok {
-				r.Logger.Debug("accept failed, retrying", "port", r.Port, "err", err, "after", d)
+				logger.Debug("accept failed, retrying", "addr", ln.Addr(), "err", err, "after", d)
 				backoff = d
 				select {
 				case <-time.After(d):
@@ -128,7 +143,7 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.handle(ctx, c)
+			handle(ctx, c)
 		}()
 	}
 }

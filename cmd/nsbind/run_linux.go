@@ -313,6 +313,19 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		stopped bool
 		stats   = statsCollector{}
 	)
+	// record takes the helper's report of how the run ended; it may come
+	// before or after the helper exits.
+	record := func(m nsutil.Msg) {
+		switch m.Type {
+		case nsutil.MsgFail:
+			fmt.Fprintf(stderr, "nsbind: %s\n", m.Text)
+			result = m.Code
+		case nsutil.MsgExit:
+			result = m.Code
+		case nsutil.MsgStats:
+			stats.add(m)
+		}
+	}
 	for {
 		select {
 		case sig := <-sigs:
@@ -343,13 +356,8 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 						logger.Error(err.Error())
 					}
 				}
-			case nsutil.MsgFail:
-				fmt.Fprintf(stderr, "nsbind: %s\n", m.Text)
-				result = m.Code
-			case nsutil.MsgExit:
-				result = m.Code
-			case nsutil.MsgStats:
-				stats.add(m)
+			case nsutil.MsgFail, nsutil.MsgExit, nsutil.MsgStats:
+				record(m)
 			case nsutil.MsgStopped:
 				// The server was stopped (Ctrl-Z): stop nsbind too, so the
 				// shell sees its job stopped and can continue it.
@@ -362,15 +370,7 @@ func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Wr
 		case <-h.Done():
 			// Take what the helper sent before it ended.
 			for m := range received {
-				switch m.Type {
-				case nsutil.MsgFail:
-					fmt.Fprintf(stderr, "nsbind: %s\n", m.Text)
-					result = m.Code
-				case nsutil.MsgExit:
-					result = m.Code
-				case nsutil.MsgStats:
-					stats.add(m)
-				}
+				record(m)
 			}
 			if o.stats && started {
 				stats.print(stderr, cfg.Sockets)
