@@ -85,10 +85,12 @@ inside='iperf3 -s -4 -p 5201 >/dev/null 2>&1 & exec '"$bs"' serve -http 0.0.0.0:
 # start_mode MODE: start the servers of MODE; sets HP (HTTP), UP (UDP echo),
 # IP (iperf3) and SERVER_PID.
 start_mode() {
+  MODE=$1
   HP=$(free_port) UP=$(free_port) IP=$(free_port)
   case "$1" in
     direct)
-      sh -c "iperf3 -s -B 127.0.0.1 -p $IP >/dev/null 2>&1 & exec $bs serve -http 127.0.0.1:$HP -udp 127.0.0.1:$UP" &
+      # A process group of its own, stopped as a whole (iperf3 with it).
+      setsid sh -c "iperf3 -s -B 127.0.0.1 -p $IP >/dev/null 2>&1 & exec $bs serve -http 127.0.0.1:$HP -udp 127.0.0.1:$UP" &
       ;;
     relay|direct-handoff|veth)
       local extra=()
@@ -113,6 +115,9 @@ start_mode() {
 }
 
 stop_mode() {
+  # direct mode: its process group (setsid above); nsbind: nsbind alone,
+  # which stops the server and everything it started.
+  if [ "$MODE" = direct ]; then kill -TERM -- "-$SERVER_PID" 2>/dev/null || true; fi
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   for _ in $(seq 500); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.01; done
   kill -KILL "$SERVER_PID" 2>/dev/null || true
