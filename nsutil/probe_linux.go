@@ -184,6 +184,12 @@ type ProbeResult struct {
 	// SeccompNotify is why a seccomp filter with a user-notification
 	// listener cannot be installed after no_new_privs.
 	SeccompNotify error
+	// Outbound is why the rules of outbound connections cannot be made
+	// inside (ProbeOutbound); only tried when Setup worked.
+	Outbound error
+	// Veth is why --net=veth cannot be used on this host (ProbeVeth, run
+	// in the calling process, on the host).
+	Veth error
 }
 
 // Probe creates nsbind's namespaces with Start, exactly as a run does, and
@@ -191,6 +197,7 @@ type ProbeResult struct {
 // will need there.
 func Probe(cfg ProbeConfig) ProbeResult {
 	var r ProbeResult
+	r.Veth = ProbeVeth()
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
 	}
@@ -246,6 +253,7 @@ func Probe(cfg ProbeConfig) ProbeResult {
 			r.Transparent = rep.Transparent.err()
 			r.PolicyRouting = rep.PolicyRouting.err()
 			r.SeccompNotify = rep.SeccompNotify.err()
+			r.Outbound = rep.Outbound.err()
 		}
 	case <-time.After(cfg.Timeout):
 		r.Report = fmt.Errorf("the probe did not report within %v", cfg.Timeout)
@@ -267,6 +275,7 @@ type insideReport struct {
 	Transparent   *stepError `json:"transparent,omitempty"`
 	PolicyRouting *stepError `json:"policy_routing,omitempty"`
 	SeccompNotify *stepError `json:"seccomp_notify,omitempty"`
+	Outbound      *stepError `json:"outbound,omitempty"`
 }
 
 // stepError is an error as it crosses from the probe: its text, the
@@ -325,6 +334,7 @@ func ProbeInside(ctrl *Ctrl) error {
 	if setup == nil {
 		rep.Transparent = newStepError(probeTransparent())
 		rep.PolicyRouting = newStepError(probePolicyRouting())
+		rep.Outbound = newStepError(ProbeOutbound())
 	}
 	// Last: it leaves a filter on one thread of this process.
 	rep.SeccompNotify = newStepError(probeSeccompNotify())

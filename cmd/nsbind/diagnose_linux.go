@@ -40,6 +40,8 @@ const (
 	checkTransparent   = "IP_TRANSPARENT inside"
 	checkPolicyRouting = "policy routing inside"
 	checkSeccompNotify = "seccomp user notification"
+	checkOutbound      = "outbound connections inside"
+	checkVeth          = "--net=veth"
 )
 
 // minKernel is the oldest kernel nsbind works on: ambient capabilities

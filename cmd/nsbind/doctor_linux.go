@@ -304,6 +304,15 @@ func doctorChecks(f nsutil.HostFacts, p nsutil.ProbeResult, exe string) doctorRe
 		add(check{Name: checkSeccompNotify, Status: statusOK, Message: "a filter with a listener can be installed after no_new_privs"})
 	}
 
+	optional(checkOutbound, p.Outbound, "nftables with nat, NFQUEUE and TPROXY: programs inside can reach out through host sockets",
+		"programs inside cannot reach out (the run goes on isolated); published ports work")
+	if p.Veth != nil {
+		add(check{Name: checkVeth, Status: statusInfo, Message: fmt.Sprintf(
+			"not available (%v): the default relay needs no privilege", p.Veth)})
+	} else {
+		add(check{Name: checkVeth, Status: statusOK, Message: "available: this process may create a veth pair and an owned nftables table on the host"})
+	}
+
 	rep := doctorReport{RunWorks: true, Checks: checks}
 	for _, c := range checks {
 		if c.Status == statusFail {

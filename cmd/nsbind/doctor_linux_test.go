@@ -52,10 +52,10 @@ func TestDoctorPasses(t *testing.T) {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 13 || lines[12] != "nsbind run will work here." {
-		t.Fatalf("want 12 checks and the verdict, got:\n%s", out)
+	if len(lines) != 15 || lines[14] != "nsbind run will work here." {
+		t.Fatalf("want 14 checks and the verdict, got:\n%s", out)
 	}
-	for _, l := range lines[:12] {
+	for _, l := range lines[:14] {
 		switch status, _, _ := strings.Cut(l, " "); status {
 		case "OK", "INFO":
 		case "WARN":
@@ -64,12 +64,19 @@ func TestDoctorPasses(t *testing.T) {
 			t.Errorf("a check did not pass although run works: %q", l)
 		}
 	}
+	// Outbound connections work here, and --net=veth exactly when root.
+	if !strings.Contains(out, "OK    "+checkOutbound+":") {
+		t.Errorf("doctor does not report outbound connections as available:\n%s", out)
+	}
+	if veth := "OK    " + checkVeth + ":"; strings.Contains(out, veth) != (os.Getuid() == 0) {
+		t.Errorf("doctor's --net=veth line is wrong for uid %d:\n%s", os.Getuid(), out)
+	}
 	code, out, _ = runNsbind(t, "doctor", "--json")
 	var rep doctorReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
-	if code != 0 || !rep.RunWorks || len(rep.Checks) != 12 {
+	if code != 0 || !rep.RunWorks || len(rep.Checks) != 14 {
 		t.Fatalf("--json: exit %d, %+v", code, rep)
 	}
 }
