@@ -295,9 +295,18 @@ func TestDirectIperf3(t *testing.T) {
 	iperf3 := needProgram(t, "iperf3")
 	r := startNsbind(t, "--direct", "-p", "80:0", "--", iperf3, "-s", "-p", "80", "--forceflush")
 	for i, to := range []netip.AddrPort{r.addr(6), r.addr(4), r.addr(6)} {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		out, err := exec.CommandContext(ctx, iperf3, "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-n", "32M", "-J").Output()
-		cancel()
+		var (
+			out []byte
+			err error
+		)
+		// iperf3's server refuses a client while it still winds the last
+		// test down ("the server is busy"): ask again until it takes one.
+		waitUntil(t, 60*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			out, err = exec.CommandContext(ctx, iperf3, "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-n", "32M", "-J").Output()
+			return !strings.Contains(string(out), "the server is busy")
+		}, func() string { return "the iperf3 server stayed busy" })
 		var res struct {
 			Start struct {
 				Connected []struct {
