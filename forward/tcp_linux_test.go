@@ -29,8 +29,13 @@ func TestRelayAcceptOutOfDescriptors(t *testing.T) {
 	go func() { done <- r.Serve(ctx, host) }()
 	defer func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("Serve did not return within 15s of the end of its context")
 		}
 	}()
 
