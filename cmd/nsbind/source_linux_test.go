@@ -100,6 +100,9 @@ func TestUDPServerSeesClientAddress(t *testing.T) {
 func TestSourceAddressLoopback(t *testing.T) {
 	skipInDirectMode(t)
 	r := startNsbind(t, "--source-address", "loopback", "-p", "80:0", "--", os.Args[0], "__server", "peer", "80")
+	// A client that comes while the server starts may reach it over the
+	// other family (refused on its own, then taken on the other).
+	r.waitOutput("listening")
 	seen, own := askPeer(t, netip.MustParseAddrPort("127.0.0.2:0"), r.addr(4))
 	if !strings.HasPrefix(seen, "127.0.0.1:") || seen == own {
 		t.Errorf("server saw %s (client %s), want the helper's 127.0.0.1", seen, own)
@@ -135,6 +138,7 @@ func TestManySequentialConnections(t *testing.T) {
 	// (TestDirect* test what the server sees in that mode).
 	skipInDirectMode(t)
 	r := startNsbind(t, "-p", "80:0", "--", os.Args[0], "__server", "peer", "80")
+	r.waitOutput("listening")
 	ap := r.addr(4)
 	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}
 	for i := range 5000 {
