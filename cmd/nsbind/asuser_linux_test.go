@@ -101,9 +101,23 @@ const (
 // when the test ends. It needs root and the ip tool.
 func newRemoteHost(t *testing.T) *remoteHost {
 	t.Helper()
+	name, _ := newTestNetns(t, "nsbt", hostVeth4, remote4, hostVeth6, remote6, false)
+	return &remoteHost{t: t, name: name}
+}
+
+// newTestNetns makes "another machine" for a test: a network namespace
+// named prefix+pid, joined to the host by a veth pair (host side NAME+"h",
+// remote side NAME+"r") with host4/25 and host6/64 on the host side and
+// remote4, remote6 on the other, lo up, and default routes back via the
+// host. With forwarding, the host side forwards what it receives
+// (net.ipv4.conf.IF.forwarding, net.ipv6.conf.IF.force_forwarding): the
+// test's own interface, gone with it. The host side gets no link-local
+// IPv6 address, so the host's address list changes only by what the test
+// adds. Everything is removed when the test ends. It needs root and ip.
+func newTestNetns(t *testing.T, prefix, host4, remote4, host6, remote6 string, forwarding bool) (name, hostSide string) {
+	t.Helper()
 	ip := needProgram(t, "ip")
-	name := "nsbt" + strconv.Itoa(os.Getpid()%100000)
-	h := &remoteHost{t: t, name: name}
+	name = prefix + strconv.Itoa(os.Getpid()%100000)
 	hostSide, remoteSide := name+"h", name+"r"
 	run := func(args ...string) {
 		t.Helper()
@@ -116,16 +130,25 @@ func newRemoteHost(t *testing.T) *remoteHost {
 		exec.Command(ip, "netns", "del", name).Run()
 		exec.Command(ip, "link", "del", hostSide).Run()
 	})
-	run("link", "add", hostSide, "type", "veth", "peer", "name", remoteSide)
-	run("link", "set", remoteSide, "netns", name)
-	run("addr", "add", hostVeth4+"/25", "dev", hostSide)
-	run("-6", "addr", "add", hostVeth6+"/64", "dev", hostSide, "nodad")
+	run("link", "add", hostSide, "type", "veth", "peer", "name", remoteSide, "netns", name)
+	run("link", "set", hostSide, "addrgenmode", "none")
+	if forwarding {
+		for _, kv := range []string{"ipv4/conf/" + hostSide + "/forwarding", "ipv6/conf/" + hostSide + "/force_forwarding"} {
+			if err := os.WriteFile("/proc/sys/net/"+kv, []byte("1"), 0); err != nil {
+				t.Fatalf("letting the test's own veth forward: %v", err)
+			}
+		}
+	}
+	run("addr", "add", host4+"/25", "dev", hostSide)
+	run("-6", "addr", "add", host6+"/64", "dev", hostSide, "nodad")
 	run("link", "set", hostSide, "up")
+	run("-n", name, "link", "set", "lo", "up")
 	run("-n", name, "addr", "add", remote4+"/25", "dev", remoteSide)
 	run("-n", name, "-6", "addr", "add", remote6+"/64", "dev", remoteSide, "nodad")
 	run("-n", name, "link", "set", remoteSide, "up")
-	run("-n", name, "link", "set", "lo", "up")
-	return h
+	run("-n", name, "route", "add", "default", "via", host4)
+	run("-n", name, "-6", "route", "add", "default", "via", host6)
+	return name, hostSide
 }
 
 // command runs name with args inside the remote host.

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,50 +154,10 @@ func unprivilegedRun(t *testing.T) (string, func(*exec.Cmd)) {
 	if os.Getuid() != 0 {
 		return t.TempDir(), nil
 	}
-	name := os.Getenv("NSBIND_TEST_USER")
-	if name == "" {
-		name = "nsbind-test"
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
-			t.Fatalf("test user %s: %v (scripts/test.sh creates it)", name, err)
-		}
-		t.Skipf("nginx cannot run its workers as root without capabilities, and there is no test user %s: %v", name, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	// The test binary may sit where only root can read it.
-	top, err := os.MkdirTemp("", "nsbind-direct-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(top) })
-	os.Chmod(top, 0o755)
-	bin := filepath.Join(top, "nsbind.test")
-	in, err := os.Open(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err == nil {
-		_, err = io.Copy(out, in)
-		out.Close()
-	}
-	in.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := filepath.Join(top, "work")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(work, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	return work, func(cmd *exec.Cmd) {
-		cmd.Path, cmd.Args[0], cmd.Dir = bin, bin, work
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	u := asTestUser(t)
+	return u.dir, func(cmd *exec.Cmd) {
+		cmd.Path, cmd.Args[0], cmd.Dir = u.bin, u.bin, u.dir
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
 	}
 }
 

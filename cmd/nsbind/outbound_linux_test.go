@@ -240,29 +240,7 @@ const (
 // root and the ip tool.
 func newOutRemote(t *testing.T) *outRemote {
 	t.Helper()
-	ip := needProgram(t, "ip")
-	name := "nsbo" + strconv.Itoa(os.Getpid()%100000)
-	hostSide, remoteSide := name+"h", name+"r"
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", name)
-	t.Cleanup(func() {
-		exec.Command(ip, "netns", "del", name).Run()
-		exec.Command(ip, "link", "del", hostSide).Run()
-	})
-	run("link", "add", hostSide, "type", "veth", "peer", "name", remoteSide)
-	run("link", "set", remoteSide, "netns", name)
-	run("addr", "add", "198.51.100.1/25", "dev", hostSide)
-	run("-6", "addr", "add", "2001:db8::1/64", "dev", hostSide, "nodad")
-	run("link", "set", hostSide, "up")
-	run("-n", name, "addr", "add", outRemote4+"/25", "dev", remoteSide)
-	run("-n", name, "-6", "addr", "add", outRemote6+"/64", "dev", remoteSide, "nodad")
-	run("-n", name, "link", "set", remoteSide, "up")
-	run("-n", name, "link", "set", "lo", "up")
+	name, _ := newTestNetns(t, "nsbo", "198.51.100.1", outRemote4, "2001:db8::1", outRemote6, false)
 	return &outRemote{name: name}
 }
 

@@ -57,49 +57,13 @@ func newVethRemote(t *testing.T) *vethRemote { return newVethRemoteWith(t, true)
 
 func newVethRemoteWith(t *testing.T, forwarding bool) *vethRemote {
 	t.Helper()
-	ip := needProgram(t, "ip")
-	name := "nsbv" + strconv.Itoa(os.Getpid()%100000)
+	prefix := "nsbv"
 	h := &vethRemote{host4: vethHost4, host6: vethHost6, addr4: vethRemote4, addr6: vethRemote6}
 	if !forwarding {
-		name = "nsbw" + strconv.Itoa(os.Getpid()%100000)
+		prefix = "nsbw"
 		h = &vethRemote{host4: "203.0.113.129", host6: "2001:db8:9:1::1", addr4: "203.0.113.130", addr6: "2001:db8:9:1::2"}
 	}
-	h.name, h.hostSide = name, name+"h"
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("netns", "add", name)
-	t.Cleanup(func() {
-		exec.Command(ip, "netns", "del", name).Run()
-		exec.Command(ip, "link", "del", h.hostSide).Run()
-	})
-	run("link", "add", h.hostSide, "type", "veth", "peer", "name", name+"r", "netns", name)
-	// No IPv6 link-local address (no DAD in progress either): the host's
-	// address lines stay the same for the whole test (TestVethKillCleanup
-	// compares them).
-	run("link", "set", h.hostSide, "addrgenmode", "none")
-	for _, kv := range []string{"ipv4/conf/" + h.hostSide + "/forwarding", "ipv6/conf/" + h.hostSide + "/force_forwarding"} {
-		if !forwarding {
-			break
-		}
-		if err := os.WriteFile("/proc/sys/net/"+kv, []byte("1"), 0); err != nil {
-			t.Fatalf("letting the test's own veth forward: %v", err)
-		}
-	}
-	run("addr", "add", h.host4+"/25", "dev", h.hostSide)
-	run("-6", "addr", "add", h.host6+"/64", "dev", h.hostSide, "nodad")
-	run("link", "set", h.hostSide, "up")
-	run("-n", name, "link", "set", "lo", "up")
-	run("-n", name, "addr", "add", h.addr4+"/25", "dev", name+"r")
-	run("-n", name, "-6", "addr", "add", h.addr6+"/64", "dev", name+"r", "nodad")
-	run("-n", name, "link", "set", name+"r", "up")
-	// Routes back to the host's other test subnet, so that the remote
-	// answers connections from there (the relay's, or masqueraded ones).
-	run("-n", name, "route", "add", "default", "via", h.host4)
-	run("-n", name, "-6", "route", "add", "default", "via", h.host6)
+	h.name, h.hostSide = newTestNetns(t, prefix, h.host4, h.addr4, h.host6, h.addr6, forwarding)
 	return h
 }
 
