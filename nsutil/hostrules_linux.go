@@ -110,9 +110,12 @@ func ownedTable(name string) (*nftables.Conn, *nftables.Table, error) {
 			Data:   nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES),
 		},
 	}
-	if _, err := sock.SendMessages(msgs); err == nil {
-		// One acknowledgement, for the table; mdlayher/netlink turns an
-		// error acknowledgement into an error.
+	// One acknowledgement, for the table; mdlayher/netlink turns an error
+	// acknowledgement into an error. Without it the rules would go into
+	// whatever table of that name exists (EEXIST: one without the owner
+	// flag, which outlives the run).
+	_, err = sock.SendMessages(msgs)
+	if err == nil {
 		_, err = sock.Receive()
 	}
 	if err != nil {
