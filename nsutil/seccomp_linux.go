@@ -3,6 +3,7 @@ package nsutil
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -265,7 +266,10 @@ const maxSockaddr = 128
 // Next waits for the next bind(2) and reads the address it asks for from
 // the server's memory. The read is checked against the notification id
 // afterwards (SECCOMP_IOCTL_NOTIF_ID_VALID): had the call ended and its
-// thread been reused, the bytes would belong to someone else. It returns
+// thread been reused, the bytes would belong to someone else. A bind whose
+// address length the kernel refuses (over a sockaddr_storage, or short of
+// its family's) Next lets run on to the kernel's own EINVAL itself: it is
+// never given a socket. It returns
 // ErrBindListenerClosed after Close, or when every process that could
 // call bind is gone.
 func (l *BindListener) Next() (*BindCall, error) {
@@ -296,13 +300,19 @@ func (l *BindListener) Next() (*BindCall, error) {
 			l.Continue(c) // not ours to judge
 			continue
 		}
-		addr, size := n.Data.Args[1], n.Data.Args[2]
-		if size > maxSockaddr {
-			size = maxSockaddr
+		// addrlen is a socklen_t: the kernel reads the low 32 bits of the
+		// register, and the upper ones may hold anything.
+		addr, size := n.Data.Args[1], uint32(n.Data.Args[2])
+		if !addrlenFits(size) {
+			l.Continue(c) // the kernel refuses it (EINVAL) by itself
+			continue
 		}
 		switch buf, err := l.read(c.Pid, addr, int(size)); {
 		case err != nil:
 			c.ReadErr = err
+		case !sockaddrFits(buf):
+			l.Continue(c)
+			continue
 		default:
 			c.Sockaddr = buf
 		}
@@ -312,6 +322,30 @@ func (l *BindListener) Next() (*BindCall, error) {
 		return c, nil
 	}
 }
+
+// addrlenFits reports whether a bind with address length size can succeed:
+// the kernel refuses more than a sockaddr_storage (EINVAL, before it
+// reads the address), and any address starts with its family.
+func addrlenFits(size uint32) bool {
+	return size >= 2 && size <= maxSockaddr
+}
+
+// sockaddrFits reports whether b is long enough for its family as the
+// kernel's inet_bind and inet6_bind check it (shorter ones get EINVAL).
+// Other families are left to the caller.
+func sockaddrFits(b []byte) bool {
+	switch binary.NativeEndian.Uint16(b) {
+	case unix.AF_INET:
+		return len(b) >= unix.SizeofSockaddrInet4
+	case unix.AF_INET6:
+		return len(b) >= sin6LenRFC2133
+	}
+	return true
+}
+
+// sin6LenRFC2133 is the kernel's SIN6_LEN_RFC2133: a sockaddr_in6 without
+// its scope id, the shortest inet6_bind accepts.
+const sin6LenRFC2133 = 24
 
 // read reads size bytes at addr from the memory of thread pid.
 func (l *BindListener) read(pid int, addr uint64, size int) ([]byte, error) {

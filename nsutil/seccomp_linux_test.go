@@ -10,8 +10,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -21,6 +23,9 @@ import (
 // (bindChild).
 func TestMain(m *testing.M) {
 	if port := os.Getenv("NSUTIL_TEST_BIND_CHILD"); port != "" {
+		if spec, ok := strings.CutPrefix(port, "raw:"); ok {
+			os.Exit(rawBindChild(spec))
+		}
 		os.Exit(bindChild(port))
 	}
 	os.Exit(m.Run())
@@ -139,63 +144,10 @@ func TestBindListener(t *testing.T) {
 	}
 	defer lf.Close()
 
-	mine, theirs, err := BindNotifyPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mine.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD="+strconv.Itoa(port))
-	cmd.ExtraFiles = []*os.File{theirs}
-	out := new(strings.Builder)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	theirs.Close()
-	done := make(chan struct{})
-	var waitErr error
-	go func() {
-		waitErr = cmd.Wait()
-		close(done)
-	}()
-	defer func() {
-		cmd.Process.Kill()
-		<-done
-	}()
-	l, err := ReceiveBindListener(mine)
-	if err != nil {
-		t.Fatalf("%v\nchild: %s", err, out)
-	}
+	r := startBindChild(t, strconv.Itoa(port))
+	l := r.l
 
-	next := make(chan *BindCall)
-	nextErr := make(chan error, 1)
-	go func() {
-		defer close(next)
-		for {
-			c, err := l.Next()
-			if err != nil {
-				nextErr <- err
-				return
-			}
-			next <- c
-		}
-	}()
-	recv := func() *BindCall {
-		t.Helper()
-		select {
-		case c := <-next:
-			if c == nil {
-				t.Fatalf("Next: %v\nchild: %s", <-nextErr, out)
-			}
-			return c
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no bind within 10s; child: %s", out)
-		}
-		return nil
-	}
-
-	c := recv()
+	c := r.next()
 	if c.ReadErr != nil || len(c.Sockaddr) != unix.SizeofSockaddrInet4 || int(binary.BigEndian.Uint16(c.Sockaddr[2:])) != port {
 		t.Fatalf("first bind: %+v", c)
 	}
@@ -214,7 +166,7 @@ func TestBindListener(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c = recv()
+	c = r.next()
 	if binary.BigEndian.Uint16(c.Sockaddr[2:]) != 0 {
 		t.Fatalf("second bind: %+v", c)
 	}
@@ -222,30 +174,13 @@ func TestBindListener(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	select {
-	case <-done:
-		if waitErr != nil {
-			t.Fatalf("child: %v\n%s", waitErr, out)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("the child did not exit; output: %s", out)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	out := r.wait()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || lines[0] != fmt.Sprintf("bound 0 %d", port) || lines[1] == "bound 1 0" || !strings.HasPrefix(lines[1], "bound 1 ") {
 		t.Fatalf("child says %q", lines)
 	}
 	// The child is gone: nothing can bind under the filter any more.
-	select {
-	case c := <-next:
-		if c != nil {
-			t.Fatalf("unexpected bind %+v", c)
-		}
-		if err := <-nextErr; !errors.Is(err, ErrBindListenerClosed) {
-			t.Fatalf("Next: %v, want ErrBindListenerClosed", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Next did not return after the child exited")
-	}
+	r.closed()
 }
 
 // Close ends a Next that waits.
@@ -301,5 +236,249 @@ func TestReceiveBindListenerEOF(t *testing.T) {
 	theirs.Close()
 	if _, err := ReceiveBindListener(mine); err == nil || !strings.Contains(err.Error(), "function not implemented") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// rawBindChild is bindChild with a bind(2) made by hand: spec is
+// "PORT:ADDRLEN", ADDRLEN the whole 64-bit register. It prints what that
+// bind of 127.0.0.1:PORT returned (rawBind), then binds 127.0.0.1:0 as
+// usual, so the parent knows the first call is over.
+func rawBindChild(spec string) int {
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Println("prctl:", err)
+		return 1
+	}
+	sendBindListener(3)
+	ps, ls, _ := strings.Cut(spec, ":")
+	port, _ := strconv.ParseUint(ps, 10, 16)
+	addrlen, _ := strconv.ParseUint(ls, 0, 64)
+	fmt.Println("raw", rawBind(uint16(port), addrlen))
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	}
+	if err != nil {
+		fmt.Println("bind 1:", err)
+		return 1
+	}
+	return 0
+}
+
+// rawBind binds a new TCP socket to 127.0.0.1:port with bind's third
+// argument addrlen as given (the address is followed by zeros up to 256
+// bytes) and says what came of it: "bound PORT" or the error.
+func rawBind(port uint16, addrlen uint64) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "socket: " + err.Error()
+	}
+	defer unix.Close(fd)
+	var sa [256]byte
+	binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
+	binary.BigEndian.PutUint16(sa[2:], port)
+	copy(sa[4:], []byte{127, 0, 0, 1})
+	if _, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(addrlen)); errno != 0 {
+		return "error " + errno.Error()
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return "getsockname: " + err.Error()
+	}
+	return fmt.Sprintf("bound %d", got.(*unix.SockaddrInet4).Port)
+}
+
+// A bind's address length is what the kernel makes of it: a bind it
+// refuses for its length gets the kernel's own answer, not a host
+// socket, and never reaches the caller of Next; the upper half of the
+// register, which the kernel ignores, is ignored.
+func TestBindListenerAddrlen(t *testing.T) {
+	if _, ok := bindArch(); !ok {
+		t.Skipf("no bind filter for %s", runtime.GOARCH)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+
+	const garbage = 0xdead_beef << 32
+	tests := []struct {
+		name    string
+		addrlen uint64
+		// handed: the bind reaches Next, which the test answers with the
+		// listener, as the helper answers a published port.
+		handed bool
+	}{
+		{"longer than sockaddr_storage", maxSockaddr + 1, false},
+		{"negative", 0xffff_ffff, false},
+		{"shorter than sockaddr_in", unix.SizeofSockaddrInet4 - 1, false},
+		{"one byte", 1, false},
+		{"garbage above a long one", garbage | (maxSockaddr + 1), false},
+		{"garbage above sockaddr_in", garbage | unix.SizeofSockaddrInet4, true},
+		{"sockaddr_storage", maxSockaddr, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// What the kernel says without the filter: the length is
+			// checked before the address (whose port is in use), and
+			// only the low 32 bits count.
+			want := rawBind(port, tt.addrlen)
+			if tt.handed {
+				if want != "error "+unix.EADDRINUSE.Error() {
+					t.Fatalf("without the filter: %s, want EADDRINUSE", want)
+				}
+				want = fmt.Sprintf("bound %d", port)
+			}
+			r := startBindChild(t, fmt.Sprintf("raw:%d:%#x", port, tt.addrlen))
+			l := r.l
+			c := r.next()
+			if tt.handed {
+				if c.ReadErr != nil || len(c.Sockaddr) != int(uint32(tt.addrlen)) || binary.BigEndian.Uint16(c.Sockaddr[2:]) != port {
+					t.Fatalf("the bind: %d bytes %v, %v; want %d bytes of 127.0.0.1:%d", len(c.Sockaddr), c.Sockaddr[:min(len(c.Sockaddr), 16)], c.ReadErr, uint32(tt.addrlen), port)
+				}
+				if err := l.Replace(c, int(lf.Fd()), true); err != nil {
+					t.Fatal(err)
+				}
+				c = r.next()
+			}
+			// The marker bind to port 0 (a wrong call here is still
+			// answered, so the child ends).
+			if len(c.Sockaddr) != unix.SizeofSockaddrInet4 || binary.BigEndian.Uint16(c.Sockaddr[2:]) != 0 {
+				l.Continue(c)
+				t.Fatalf("Next gave a bind of %d bytes %v; the kernel refuses it", len(c.Sockaddr), c.Sockaddr[:min(len(c.Sockaddr), 16)])
+			}
+			if err := l.Continue(c); err != nil {
+				t.Fatal(err)
+			}
+			if got, _, _ := strings.Cut(r.wait(), "\n"); got != "raw "+want {
+				t.Fatalf("under the filter: %q, want %q", got, "raw "+want)
+			}
+		})
+	}
+}
+
+// bindChildRun is a child of the test under the bind filter
+// (startBindChild) and the listener of its filter, with a goroutine that
+// calls Next.
+type bindChildRun struct {
+	t     *testing.T
+	l     *BindListener
+	calls chan *BindCall
+	err   chan error // Next's error, once calls is closed
+	done  chan struct{}
+	mu    sync.Mutex
+	out   strings.Builder
+	werr  error // the child's exit, once done is closed
+}
+
+// startBindChild starts this binary as a child under the bind filter with
+// NSUTIL_TEST_BIND_CHILD=mode. The child is killed at the end of the test.
+func startBindChild(t *testing.T, mode string) *bindChildRun {
+	t.Helper()
+	r := &bindChildRun{t: t, calls: make(chan *BindCall), err: make(chan error, 1), done: make(chan struct{})}
+	mine, theirs, err := BindNotifyPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mine.Close() })
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	// A race-enabled child would wait a second at exit for nothing.
+	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD="+mode, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdout, cmd.Stderr = r, r
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	go func() {
+		r.werr = cmd.Wait()
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-r.done
+	})
+	r.l, err = ReceiveBindListener(mine)
+	if err != nil {
+		t.Fatalf("%v\nchild: %s", err, r.output())
+	}
+	t.Cleanup(r.l.Close)
+	go func() {
+		defer close(r.calls)
+		for {
+			c, err := r.l.Next()
+			if err != nil {
+				r.err <- err
+				return
+			}
+			r.calls <- c
+		}
+	}()
+	return r
+}
+
+// Write collects the child's output.
+func (r *bindChildRun) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.Write(b)
+}
+
+func (r *bindChildRun) output() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out.String()
+}
+
+// next waits for the child's next bind.
+func (r *bindChildRun) next() *BindCall {
+	r.t.Helper()
+	select {
+	case c := <-r.calls:
+		if c == nil {
+			r.t.Fatalf("Next: %v\nchild: %s", <-r.err, r.output())
+		}
+		return c
+	case <-time.After(10 * time.Second):
+		r.t.Fatalf("no bind within 10s; child: %s", r.output())
+	}
+	return nil
+}
+
+// wait waits for the child to exit successfully and returns its output.
+func (r *bindChildRun) wait() string {
+	r.t.Helper()
+	select {
+	case <-r.done:
+		if r.werr != nil {
+			r.t.Fatalf("child: %v\n%s", r.werr, r.output())
+		}
+	case <-time.After(10 * time.Second):
+		r.t.Fatalf("the child did not exit; output: %s", r.output())
+	}
+	return r.output()
+}
+
+// closed waits for Next to return once the child is gone, and fails
+// unless it returned ErrBindListenerClosed.
+func (r *bindChildRun) closed() {
+	r.t.Helper()
+	select {
+	case c := <-r.calls:
+		if c != nil {
+			r.t.Fatalf("unexpected bind %+v", c)
+		}
+		if err := <-r.err; !errors.Is(err, ErrBindListenerClosed) {
+			r.t.Fatalf("Next: %v, want ErrBindListenerClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("Next did not return after the child exited")
 	}
 }
