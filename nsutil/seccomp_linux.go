@@ -37,7 +37,8 @@ import (
 const BindNotifyFD = ExecReportFD + 1
 
 // The kernel's structures of linux/seccomp.h, which golang.org/x/sys does
-// not define.
+// not define (it has the ioctl numbers, SECCOMP_IOCTL_NOTIF_*, whose size
+// fields TestSeccompStructSizes checks these against).
 type seccompData struct {
 	Nr                 int32
 	Arch               uint32
@@ -66,18 +67,6 @@ type seccompNotifAddfd struct {
 	Newfd      uint32
 	NewfdFlags uint32
 }
-
-// iow is the kernel's _IOW('!', nr, size) on the architectures whose ioctl
-// numbers use the generic layout (x86, arm64, riscv64: those bindArch
-// knows).
-func iow(nr, size uintptr) uintptr {
-	return 1<<30 | size<<16 | uintptr('!')<<8 | nr
-}
-
-var (
-	ioctlNotifIDValid = iow(2, 8)
-	ioctlNotifAddfd   = iow(3, unsafe.Sizeof(seccompNotifAddfd{}))
-)
 
 // bindArch is the audit architecture of the running binary and whether the
 // bind filter supports it: the filter checks it, because a syscall number
@@ -386,7 +375,7 @@ func (l *BindListener) ioctl(req uintptr, arg unsafe.Pointer) error {
 // valid reports whether c still waits for its answer.
 func (l *BindListener) valid(c *BindCall) bool {
 	id := c.id
-	return l.ioctl(ioctlNotifIDValid, unsafe.Pointer(&id)) == nil
+	return l.ioctl(unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Pointer(&id)) == nil
 }
 
 func (l *BindListener) respond(c *BindCall, val int64, errno unix.Errno, flags uint32) error {
@@ -428,7 +417,7 @@ func (l *BindListener) Replace(c *BindCall, sock int, cloexec bool) error {
 	if cloexec {
 		a.NewfdFlags = unix.O_CLOEXEC
 	}
-	if err := l.ioctl(ioctlNotifAddfd, unsafe.Pointer(&a)); err != nil {
+	if err := l.ioctl(unix.SECCOMP_IOCTL_NOTIF_ADDFD, unsafe.Pointer(&a)); err != nil {
 		return fmt.Errorf("giving the server the host socket: %w", err)
 	}
 	return l.Succeed(c)

@@ -110,16 +110,26 @@ func TestBindFilter(t *testing.T) {
 	}
 }
 
-// The ioctl numbers this file makes match the kernel's (and x/sys's).
-func TestIoctlNumbers(t *testing.T) {
+// The structures seccomp_linux.go writes by hand have the sizes the
+// kernel's ioctl numbers (as x/sys has them) encode.
+func TestSeccompStructSizes(t *testing.T) {
 	if _, ok := bindArch(); !ok {
 		t.Skipf("no bind filter for %s", runtime.GOARCH)
 	}
-	if ioctlNotifIDValid != 0x40082102 || ioctlNotifAddfd != 0x40182103 {
-		t.Fatalf("ID_VALID %#x, ADDFD %#x", ioctlNotifIDValid, ioctlNotifAddfd)
-	}
-	if recv := iow(0, 0x50) | 1<<31; recv != unix.SECCOMP_IOCTL_NOTIF_RECV {
-		t.Fatalf("RECV %#x, x/sys says %#x", recv, unix.SECCOMP_IOCTL_NOTIF_RECV)
+	// _IOC on the generic layout: the size is bits 16 to 29.
+	size := func(req uintptr) uintptr { return req >> 16 & 0x3fff }
+	for _, c := range []struct {
+		name      string
+		req, want uintptr
+	}{
+		{"RECV", unix.SECCOMP_IOCTL_NOTIF_RECV, unsafe.Sizeof(seccompNotif{})},
+		{"SEND", unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Sizeof(seccompNotifResp{})},
+		{"ID_VALID", unix.SECCOMP_IOCTL_NOTIF_ID_VALID, unsafe.Sizeof(uint64(0))},
+		{"ADDFD", unix.SECCOMP_IOCTL_NOTIF_ADDFD, unsafe.Sizeof(seccompNotifAddfd{})},
+	} {
+		if got := size(c.req); got != c.want {
+			t.Errorf("SECCOMP_IOCTL_NOTIF_%s (%#x) takes %d bytes; the Go structure has %d", c.name, c.req, got, c.want)
+		}
 	}
 }
 
