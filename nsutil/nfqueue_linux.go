@@ -264,36 +264,45 @@ func (q *Queue) Verdict(s QueuedSYN, v Verdict) error {
 // for IPv4 it sends nothing at all about a packet leaving through lo. This
 // needs CAP_NET_RAW in the namespace.
 func sendUnreach(s QueuedSYN, v Verdict) error {
-	var (
-		family, proto int
-		typ, code     byte
-	)
-	if s.Src.Addr().Is4() {
-		family, proto, typ = unix.AF_INET, unix.IPPROTO_ICMP, 3 // ICMP_DEST_UNREACH
-		code = map[Verdict]byte{VerdictHostUnreach: 1, VerdictNetUnreach: 0, VerdictProhibited: 13}[v]
-	} else {
-		family, proto, typ = unix.AF_INET6, unix.IPPROTO_ICMPV6, 1 // ICMPV6_DEST_UNREACH
-		code = map[Verdict]byte{VerdictHostUnreach: 3, VerdictNetUnreach: 0, VerdictProhibited: 1}[v]
+	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: s.Src.Addr().As4()}
+	if !s.Src.Addr().Is4() {
+		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
+		to = &unix.SockaddrInet6{Addr: s.Src.Addr().As16()}
+	}
+	msg, err := unreachMessage(s, v)
+	if err != nil {
+		return err
 	}
 	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return fmt.Errorf("opening a raw ICMP socket: %w", err)
 	}
 	defer unix.Close(fd)
-	msg := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, s.head...)
-	var to unix.Sockaddr
-	if family == unix.AF_INET {
-		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
-		to = &unix.SockaddrInet4{Addr: s.Src.Addr().As4()}
-	} else {
-		// The kernel computes the ICMPv6 checksum (it covers a pseudo
-		// header only it knows for sure).
-		to = &unix.SockaddrInet6{Addr: s.Src.Addr().As16()}
-	}
 	if err := unix.Sendto(fd, msg, 0, to); err != nil {
 		return fmt.Errorf("sending ICMP unreachable to %s: %w", s.Src.Addr(), err)
 	}
 	return nil
+}
+
+// unreachMessage is the ICMP (or ICMPv6) destination unreachable that
+// answers s with v, quoting the start of s. An ICMPv6 message is left
+// without its checksum: the kernel computes it (it covers a pseudo header
+// only the kernel knows for sure).
+func unreachMessage(s QueuedSYN, v Verdict) ([]byte, error) {
+	var typ, code byte
+	if s.Src.Addr().Is4() {
+		typ = 3 // ICMP_DEST_UNREACH
+		code = map[Verdict]byte{VerdictHostUnreach: 1, VerdictNetUnreach: 0, VerdictProhibited: 13}[v]
+	} else {
+		typ = 1 // ICMPV6_DEST_UNREACH
+		code = map[Verdict]byte{VerdictHostUnreach: 3, VerdictNetUnreach: 0, VerdictProhibited: 1}[v]
+	}
+	msg := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, s.head...)
+	if s.Src.Addr().Is4() {
+		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	}
+	return msg, nil
 }
 
 // icmpChecksum is the Internet checksum of b.
