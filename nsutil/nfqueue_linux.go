@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	ip6 "golang.org/x/net/ipv6" // ipv6 names a function of this package
 	"golang.org/x/sys/unix"
 )
 
@@ -290,34 +293,19 @@ func sendUnreach(s QueuedSYN, v Verdict) error {
 // without its checksum: the kernel computes it (it covers a pseudo header
 // only the kernel knows for sure).
 func unreachMessage(s QueuedSYN, v Verdict) ([]byte, error) {
-	var typ, code byte
+	m := icmp.Message{Body: &icmp.DstUnreach{Data: s.head}}
 	if s.Src.Addr().Is4() {
-		typ = 3 // ICMP_DEST_UNREACH
-		code = map[Verdict]byte{VerdictHostUnreach: 1, VerdictNetUnreach: 0, VerdictProhibited: 13}[v]
+		m.Type = ipv4.ICMPTypeDestinationUnreachable
+		m.Code = map[Verdict]int{VerdictHostUnreach: 1, VerdictNetUnreach: 0, VerdictProhibited: 13}[v]
 	} else {
-		typ = 1 // ICMPV6_DEST_UNREACH
-		code = map[Verdict]byte{VerdictHostUnreach: 3, VerdictNetUnreach: 0, VerdictProhibited: 1}[v]
+		m.Type = ip6.ICMPTypeDestinationUnreachable
+		m.Code = map[Verdict]int{VerdictHostUnreach: 3, VerdictNetUnreach: 0, VerdictProhibited: 1}[v]
 	}
-	msg := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, s.head...)
-	if s.Src.Addr().Is4() {
-		binary.BigEndian.PutUint16(msg[2:], icmpChecksum(msg))
+	msg, err := m.Marshal(nil)
+	if err != nil {
+		return nil, fmt.Errorf("building the ICMP unreachable: %w", err)
 	}
 	return msg, nil
-}
-
-// icmpChecksum is the Internet checksum of b.
-func icmpChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 func (q *Queue) verdict(id, v, mark uint32) error {
@@ -347,21 +335,22 @@ func parseTCPTuple(p []byte) (src, dst netip.AddrPort, head []byte, ok bool) {
 	)
 	switch p[0] >> 4 {
 	case 4:
-		ihl := int(p[0]&0x0f) * 4
-		if len(p) < 20 || ihl < 20 || len(p) < ihl+4 || p[9] != unix.IPPROTO_TCP {
+		h, err := ipv4.ParseHeader(p)
+		if err != nil || h.Len < ipv4.HeaderLen || h.Protocol != unix.IPPROTO_TCP {
 			return
 		}
-		s = netip.AddrFrom4([4]byte(p[12:16]))
-		d = netip.AddrFrom4([4]byte(p[16:20]))
-		l4 = p[ihl:]
+		s, _ = netip.AddrFromSlice(h.Src.To4())
+		d, _ = netip.AddrFromSlice(h.Dst.To4())
+		l4 = p[h.Len:]
 	case 6:
 		// The SYNs nsbind queues carry no extension headers.
-		if len(p) < 44 || p[6] != unix.IPPROTO_TCP {
+		h, err := ip6.ParseHeader(p)
+		if err != nil || h.NextHeader != unix.IPPROTO_TCP {
 			return
 		}
-		s = netip.AddrFrom16([16]byte(p[8:24]))
-		d = netip.AddrFrom16([16]byte(p[24:40]))
-		l4 = p[40:]
+		s, _ = netip.AddrFromSlice(h.Src)
+		d, _ = netip.AddrFromSlice(h.Dst)
+		l4 = p[ip6.HeaderLen:]
 	default:
 		return
 	}
