@@ -202,14 +202,3 @@ func TestParseTCPTuple(t *testing.T) {
 		})
 	}
 }
-
-func TestNetlinkAttributes(t *testing.T) {
-	b := append(nlattr(1, []byte{1, 2, 3}), nlattr(10, []byte("payload"))...)
-	got := map[uint16]string{}
-	for typ, val := range nlattrs(b) {
-		got[typ] = string(val)
-	}
-	if got[1] != "\x01\x02\x03" || got[10] != "payload" || len(got) != 2 {
-		t.Fatalf("attributes read back as %v", got)
-	}
-}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 	ip6 "golang.org/x/net/ipv6" // ipv6 names a function of this package
@@ -94,20 +95,49 @@ func OpenQueue(num uint16) (*Queue, error) {
 	unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, 1)
 	q := &Queue{f: os.NewFile(uintptr(fd), "nfqueue"), num: num}
 
-	cmd := []byte{nfqnlCfgCmdBind, 0, 0, 0}
-	params := binary.BigEndian.AppendUint32(nil, 0xffff)
-	params = append(params, nfqnlCopyPacket)
-	maxlen := binary.BigEndian.AppendUint32(nil, maxQueued)
-	for _, attrs := range [][]byte{
-		nlattr(nfqaCfgCmd, cmd),
-		append(nlattr(nfqaCfgParams, params), nlattr(nfqaCfgQueueMaxlen, maxlen)...),
-	} {
+	msgs, err := configAttrs()
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("binding NFQUEUE %d: %w", num, err)
+	}
+	for _, attrs := range msgs {
 		if err := q.request(nfqnlMsgConfig, attrs); err != nil {
 			q.Close()
 			return nil, fmt.Errorf("binding NFQUEUE %d: %w", num, err)
 		}
 	}
 	return q, nil
+}
+
+// configAttrs are the attributes of the two configuration messages that
+// bind a queue: the bind command, then the copy mode (whole packets) and
+// the queue's length.
+func configAttrs() ([][]byte, error) {
+	bind := nfAttributes()
+	// struct nfqnl_msg_config_cmd: command, padding, protocol family
+	// (unused since Linux 3.8).
+	bind.Bytes(nfqaCfgCmd, []byte{nfqnlCfgCmdBind, 0, 0, 0})
+	params := nfAttributes()
+	// struct nfqnl_msg_config_params (packed): copy range, copy mode.
+	params.Bytes(nfqaCfgParams, append(binary.BigEndian.AppendUint32(nil, 0xffff), nfqnlCopyPacket))
+	params.Uint32(nfqaCfgQueueMaxlen, maxQueued)
+	var out [][]byte
+	for _, ae := range []*netlink.AttributeEncoder{bind, params} {
+		b, err := ae.Encode()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// nfAttributes is an encoder of nfnetlink attributes, whose values are
+// big-endian (the attribute headers stay in host order).
+func nfAttributes() *netlink.AttributeEncoder {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	return ae
 }
 
 // request sends a message that the kernel acknowledges and waits for the
@@ -213,21 +243,7 @@ func (q *Queue) Next(buf *[]byte) ([]QueuedSYN, error) {
 			if m.Header.Type != unix.NFNL_SUBSYS_QUEUE<<8|nfqnlMsgPacket || len(m.Data) < 4 {
 				continue
 			}
-			var (
-				id      uint32
-				haveID  bool
-				payload []byte
-			)
-			for typ, val := range nlattrs(m.Data[4:]) {
-				switch typ {
-				case nfqaPacketHdr:
-					if len(val) >= 4 {
-						id, haveID = binary.BigEndian.Uint32(val), true
-					}
-				case nfqaPayload:
-					payload = val
-				}
-			}
+			id, haveID, payload := packetAttrs(m.Data[4:])
 			if !haveID {
 				continue
 			}
@@ -309,13 +325,45 @@ func unreachMessage(s QueuedSYN, v Verdict) ([]byte, error) {
 }
 
 func (q *Queue) verdict(id, v, mark uint32) error {
-	hdr := binary.BigEndian.AppendUint32(nil, v)
-	hdr = binary.BigEndian.AppendUint32(hdr, id)
-	attrs := nlattr(nfqaVerdictHdr, hdr)
-	if mark != 0 {
-		attrs = append(attrs, nlattr(nfqaMark, binary.BigEndian.AppendUint32(nil, mark))...)
+	attrs, err := verdictAttrs(id, v, mark)
+	if err != nil {
+		return err
 	}
 	return q.send(nfqnlMsgVerdict, unix.NLM_F_REQUEST, 0, attrs)
+}
+
+// verdictAttrs are the attributes of a verdict v on packet id, with the
+// mark to set on it unless mark is 0.
+func verdictAttrs(id, v, mark uint32) ([]byte, error) {
+	ae := nfAttributes()
+	// struct nfqnl_msg_verdict_hdr: verdict, packet id.
+	ae.Bytes(nfqaVerdictHdr, binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, v), id))
+	if mark != 0 {
+		ae.Uint32(nfqaMark, mark)
+	}
+	return ae.Encode()
+}
+
+// packetAttrs reads a queued packet's id and payload from the attributes
+// of its message. Attributes from one that is cut short on are left out.
+func packetAttrs(b []byte) (id uint32, haveID bool, payload []byte) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return 0, false, nil
+	}
+	for ad.Next() {
+		switch ad.Type() {
+		case nfqaPacketHdr:
+			// struct nfqnl_msg_packet_hdr: packet id, hardware
+			// protocol, hook.
+			if val := ad.Bytes(); len(val) >= 4 {
+				id, haveID = binary.BigEndian.Uint32(val), true
+			}
+		case nfqaPayload:
+			payload = ad.Bytes()
+		}
+	}
+	return id, haveID, payload
 }
 
 // Close unbinds the queue. Packets still queued are dropped by the kernel.
@@ -360,38 +408,4 @@ func parseTCPTuple(p []byte) (src, dst netip.AddrPort, head []byte, ok bool) {
 	head = bytes.Clone(p[:len(p)-len(l4)+8])
 	return netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4[0:])),
 		netip.AddrPortFrom(d, binary.BigEndian.Uint16(l4[2:])), head, true
-}
-
-// nlattr encodes one netlink attribute, padded to 4 bytes.
-func nlattr(typ uint16, val []byte) []byte {
-	l := 4 + len(val)
-	b := make([]byte, 4, (l+3)&^3)
-	binary.NativeEndian.PutUint16(b[0:], uint16(l))
-	binary.NativeEndian.PutUint16(b[2:], typ)
-	b = append(b, val...)
-	for len(b)%4 != 0 {
-		b = append(b, 0)
-	}
-	return b
-}
-
-// nlattrs iterates over the netlink attributes in b.
-func nlattrs(b []byte) func(yield func(uint16, []byte) bool) {
-	return func(yield func(uint16, []byte) bool) {
-		for len(b) >= 4 {
-			l := int(binary.NativeEndian.Uint16(b[0:]))
-			typ := binary.NativeEndian.Uint16(b[2:]) & 0x3fff
-			if l < 4 || l > len(b) {
-				return
-			}
-			if !yield(typ, b[4:l]) {
-				return
-			}
-			l = (l + 3) &^ 3
-			if l > len(b) {
-				return
-			}
-			b = b[l:]
-		}
-	}
 }

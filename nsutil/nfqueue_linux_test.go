@@ -1,7 +1,9 @@
 package nsutil
 
 import (
+	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -65,5 +67,71 @@ func TestUnreachMessage(t *testing.T) {
 				t.Fatalf("got  %s\nwant %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// The queue's messages carry the attributes the kernel expects, byte for
+// byte: headers in host order, values big-endian, each padded to 4 bytes.
+func TestQueueAttributes(t *testing.T) {
+	cfg, err := configAttrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg) != 2 {
+		t.Fatalf("%d configuration messages, want 2", len(cfg))
+	}
+	hostOrder := func(n uint16) string { return hex.EncodeToString(binary.NativeEndian.AppendUint16(nil, n)) }
+	tests := []struct {
+		name string
+		got  func() ([]byte, error)
+		want string
+	}{
+		{"bind", func() ([]byte, error) { return cfg[0], nil }, hostOrder(8) + hostOrder(nfqaCfgCmd) + "01000000"},
+		{"params and length", func() ([]byte, error) { return cfg[1], nil },
+			hostOrder(9) + hostOrder(nfqaCfgParams) + "0000ffff02" + "000000" + hostOrder(8) + hostOrder(nfqaCfgQueueMaxlen) + "00001000"},
+		{"accept", func() ([]byte, error) { return verdictAttrs(0x01020304, nfAccept, MarkAccept) },
+			hostOrder(12) + hostOrder(nfqaVerdictHdr) + "0000000101020304" + hostOrder(8) + hostOrder(nfqaMark) + fmt.Sprintf("%08x", MarkAccept)},
+		{"drop", func() ([]byte, error) { return verdictAttrs(0x01020304, nfDrop, 0) },
+			hostOrder(12) + hostOrder(nfqaVerdictHdr) + "0000000001020304"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.got()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hex.EncodeToString(b); got != tt.want {
+				t.Fatalf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// A queued packet's message gives its id and payload; attributes of other
+// types are skipped, and reading stops at one that is cut short.
+func TestPacketAttrs(t *testing.T) {
+	attr := func(typ uint16, val []byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(val)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, val...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	// struct nfqnl_msg_packet_hdr: id 0x0a0b0c0d, ETH_P_IP, hook 3.
+	msg := append(attr(nfqaPacketHdr, []byte{0x0a, 0x0b, 0x0c, 0x0d, 0x08, 0x00, 3}), attr(5, []byte{1, 2})...)
+	msg = append(msg, attr(nfqaPayload, []byte("packet"))...)
+	id, ok, payload := packetAttrs(msg)
+	if !ok || id != 0x0a0b0c0d || string(payload) != "packet" {
+		t.Errorf("packetAttrs = %#x, %v, %q", id, ok, payload)
+	}
+	// Cut inside the payload: the id is there, the payload is not (the
+	// packet is then accepted unchanged).
+	if id, ok, payload := packetAttrs(msg[:len(msg)-3]); !ok || id != 0x0a0b0c0d || payload != nil {
+		t.Errorf("a truncated message: %#x, %v, payload %q", id, ok, payload)
+	}
+	if _, ok, payload := packetAttrs(msg[:2]); ok || payload != nil {
+		t.Errorf("half an attribute header: ok %v, payload %q", ok, payload)
 	}
 }
