@@ -283,9 +283,14 @@ func (q *Queue) Verdict(s QueuedSYN, v Verdict) error {
 // for IPv4 it sends nothing at all about a packet leaving through lo. This
 // needs CAP_NET_RAW in the namespace.
 func sendUnreach(s QueuedSYN, v Verdict) error {
-	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
-	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: s.Src.Addr().As4()}
-	if !s.Src.Addr().Is4() {
+	var (
+		family, proto int
+		to            unix.Sockaddr
+	)
+	if s.Src.Addr().Is4() {
+		family, proto = unix.AF_INET, unix.IPPROTO_ICMP
+		to = &unix.SockaddrInet4{Addr: s.Src.Addr().As4()}
+	} else {
 		family, proto = unix.AF_INET6, unix.IPPROTO_ICMPV6
 		to = &unix.SockaddrInet6{Addr: s.Src.Addr().As16()}
 	}
