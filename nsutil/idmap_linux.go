@@ -1,0 +1,161 @@
+package nsutil
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// FindNewIDMap returns the paths of newuidmap and newgidmap on PATH, ""
+// for one that is missing: the distribution's setuid helpers (Debian's
+// package uidmap), which write a map of the subordinate ranges that
+// /etc/subuid and /etc/subgid give the caller. They are the one program
+// nsbind runs besides the user's command; the binary stays static.
+func FindNewIDMap() (newuidmap, newgidmap string) {
+	newuidmap, _ = exec.LookPath("newuidmap")
+	newgidmap, _ = exec.LookPath("newgidmap")
+	return newuidmap, newgidmap
+}
+
+// The steps of WriteIDMaps, as IDMapError.Step says them.
+const (
+	StepUIDMap    = "writing the uid map"
+	StepSetgroups = "denying setgroups"
+	StepGIDMap    = "writing the gid map"
+)
+
+// IDMapError is WriteIDMaps failing at one step. Err keeps the errno (of
+// the write, or newuidmap's exit); Output is what newuidmap or newgidmap
+// printed, which says why it refused (a range not in /etc/subuid...).
+type IDMapError struct {
+	Step   string
+	Pid    int
+	Output string
+	Err    error
+}
+
+func (e *IDMapError) Error() string {
+	s := fmt.Sprintf("%s of process %d: %v", e.Step, e.Pid, e.Err)
+	if e.Output != "" {
+		s += ": " + e.Output
+	}
+	return s
+}
+
+func (e *IDMapError) Unwrap() error { return e.Err }
+
+// WriteIDMaps gives the child pid the maps of plan. The child must have
+// been started with CLONE_NEWUSER and no maps (no UidMappings or
+// GidMappings in its SysProcAttr), and must not use its ids until told
+// that WriteIDMaps returned: until then its uid and gid are unmapped inside
+// (they show as 65534) and setuid, chown and the like fail with EINVAL.
+//
+// The uid map comes first, then setgroups, then the gid map: the kernel
+// takes an unprivileged gid_map only after setgroups is "deny". Through
+// newuidmap and newgidmap the helpers do setgroups themselves.
+func WriteIDMaps(pid int, plan IDPlan) error {
+	if plan.Direct() {
+		if err := writeProcFile(pid, "uid_map", mapText(plan.UIDMap)); err != nil {
+			return &IDMapError{Step: StepUIDMap, Pid: pid, Err: err}
+		}
+		if plan.SetgroupsDeny {
+			if err := writeProcFile(pid, "setgroups", "deny"); err != nil {
+				return &IDMapError{Step: StepSetgroups, Pid: pid, Err: err}
+			}
+		}
+		if err := writeProcFile(pid, "gid_map", mapText(plan.GIDMap)); err != nil {
+			return &IDMapError{Step: StepGIDMap, Pid: pid, Err: err}
+		}
+		return nil
+	}
+	if err := runNewIDMap(plan.NewUIDMap, pid, plan.UIDMap); err != nil {
+		err.Step = StepUIDMap
+		return err
+	}
+	if plan.SetgroupsDeny {
+		if err := writeProcFile(pid, "setgroups", "deny"); err != nil {
+			return &IDMapError{Step: StepSetgroups, Pid: pid, Err: err}
+		}
+	}
+	if err := runNewIDMap(plan.NewGIDMap, pid, plan.GIDMap); err != nil {
+		err.Step = StepGIDMap
+		return err
+	}
+	return nil
+}
+
+func mapText(m []IDMapEntry) string {
+	var b strings.Builder
+	for _, e := range m {
+		b.WriteString(e.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// writeProcFile writes s to /proc/PID/name in one write(2): the kernel
+// takes a map only whole, in a single write.
+func writeProcFile(pid int, name, s string) error {
+	f, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/"+name, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte(s))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// runNewIDMap runs "newuidmap PID inside host count..." (or newgidmap).
+func runNewIDMap(path string, pid int, m []IDMapEntry) *IDMapError {
+	args := []string{strconv.Itoa(pid)}
+	for _, e := range m {
+		args = append(args, strconv.Itoa(e.Inside), strconv.Itoa(e.Host), strconv.Itoa(e.Count))
+	}
+	cmd := exec.Command(path, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// A clean environment: the helper is setuid root and has no need of
+	// the user's.
+	cmd.Env = []string{}
+	if err := cmd.Run(); err != nil {
+		return &IDMapError{Pid: pid, Output: strings.TrimSpace(out.String()), Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	return nil
+}
+
+// EnterIDs is run by the child, after WriteIDMaps, when plan.Switch is
+// set: it drops the supplementary groups it inherited from host root,
+// then becomes plan.GID and plan.UID (real, effective and saved), so that
+// it is no longer kernel uid 0. The child needs CAP_SETUID and CAP_SETGID
+// in its namespace for that, which after an exec as an unmapped uid it
+// has only as ambient capabilities (SysProcAttr.AmbientCaps). Go's
+// syscall set*id calls change every thread of the process.
+//
+// When the map has no inside uid 0 (nsbind run as root without --root),
+// the kernel's setuid rule that clears capabilities from a former root
+// does not apply (root is an inside id), so the ambient set survives.
+func EnterIDs(plan IDPlan) error {
+	if !plan.Switch {
+		return nil
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("dropping the supplementary groups: %w", err)
+	}
+	if err := syscall.Setresgid(plan.GID, plan.GID, plan.GID); err != nil {
+		return fmt.Errorf("changing to gid %d: %w", plan.GID, err)
+	}
+	if err := syscall.Setresuid(plan.UID, plan.UID, plan.UID); err != nil {
+		return fmt.Errorf("changing to uid %d: %w", plan.UID, err)
+	}
+	if os.Getuid() != plan.UID || os.Getgid() != plan.GID {
+		return errors.New("changing ids: the kernel kept the old ones")
+	}
+	return nil
+}
