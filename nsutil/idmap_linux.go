@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // FindNewIDMap returns the paths of newuidmap and newgidmap on PATH, ""
@@ -135,16 +138,26 @@ func runNewIDMap(path string, pid int, m []IDMapEntry) *IDMapError {
 // then becomes plan.GID and plan.UID (real, effective and saved), so that
 // it is no longer kernel uid 0. The child needs CAP_SETUID and CAP_SETGID
 // in its namespace for that, which after an exec as an unmapped uid it
-// has only as ambient capabilities (SysProcAttr.AmbientCaps). Go's
-// syscall set*id calls change every thread of the process.
+// has only as ambient capabilities (SysProcAttr.AmbientCaps: Go raises
+// them before the exec, and the exec keeps them although the uid is not
+// mapped yet). Go's syscall set*id calls change every thread.
 //
-// When the map has no inside uid 0 (nsbind run as root without --root),
-// the kernel's setuid rule that clears capabilities from a former root
-// does not apply (root is an inside id), so the ambient set survives.
+// The ambient set survives the switch: the kernel clears it at setuid(2)
+// only when the old ids held the namespace's root (the host id inside uid
+// 0 maps to), and host root's kernel uid 0 is never that in nsbind's maps.
+// With --root the new uid is the namespace's root, and the effective set
+// becomes the permitted one.
 func EnterIDs(plan IDPlan) error {
 	if !plan.Switch {
 		return nil
 	}
+	// A change of credentials clears the parent-death signal (Go's
+	// Pdeathsig): put it back, or the helper would outlive nsbind.
+	var sig int
+	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {
+		return fmt.Errorf("reading the parent-death signal: %w", err)
+	}
+	ppid := os.Getppid()
 	if err := syscall.Setgroups(nil); err != nil {
 		return fmt.Errorf("dropping the supplementary groups: %w", err)
 	}
@@ -156,6 +169,14 @@ func EnterIDs(plan IDPlan) error {
 	}
 	if os.Getuid() != plan.UID || os.Getgid() != plan.GID {
 		return errors.New("changing ids: the kernel kept the old ones")
+	}
+	if sig != 0 {
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(sig), 0, 0, 0); err != nil {
+			return fmt.Errorf("setting the parent-death signal again: %w", err)
+		}
+		if os.Getppid() != ppid {
+			return errors.New("changing ids: the parent exited meanwhile")
+		}
 	}
 	return nil
 }
