@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +30,10 @@ type idmapSpec struct {
 	Plan IDPlan
 	// Dir is where the child creates a file after setuid(65534).
 	Dir string
+	// HostGroups, when set, are supplementary groups the child starts
+	// with (as host root's under sudo); only root may give them. The
+	// parent never has them: not JSON, for the parent only.
+	HostGroups []int `json:"-"`
 	// Sysctl makes the child write net.ipv4.ip_unprivileged_port_start in
 	// its network namespace, which takes CAP_NET_ADMIN there.
 	Sysctl bool
@@ -163,8 +168,10 @@ func capMask(caps ...uintptr) string {
 type idmapResult struct {
 	idmapReport
 	// HostUid, HostGid and HostGroups are the Uid, Gid and Groups lines
-	// of /proc/CHILD/status as the host reads them, after EnterIDs.
+	// of /proc/CHILD/status as the host reads them, after EnterIDs;
+	// HostGroupsBefore is the Groups line before the maps.
 	HostUid, HostGid, HostGroups string
+	HostGroupsBefore             string
 }
 
 // runIDMapChild starts the child as Start starts the helper but with no
@@ -198,7 +205,7 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = cmd.Start()
+	err = startWithGroups(t, cmd, spec.HostGroups)
 	sigR.Close()
 	if err != nil {
 		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
@@ -216,6 +223,9 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	if line, err := out.ReadString('\n'); line != "ready\n" {
 		t.Fatalf("child: %v: %q", err, line)
 	}
+	var res idmapResult
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	res.HostGroupsBefore = statusField(status, "Groups")
 	if err := WriteIDMaps(cmd.Process.Pid, plan); err != nil {
 		t.Fatalf("WriteIDMaps: %v", err)
 	}
@@ -225,8 +235,6 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	if line, err := out.ReadString('\n'); line != "entered\n" {
 		t.Fatalf("child: %v: %q", err, line)
 	}
-	var res idmapResult
-	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
 	res.HostUid = statusField(status, "Uid")
 	res.HostGid = statusField(status, "Gid")
 	res.HostGroups = statusField(status, "Groups")
@@ -242,6 +250,34 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 		t.Fatalf("child: %v", err)
 	}
 	return res
+}
+
+// startWithGroups starts cmd with the supplementary groups groups, or the
+// test's own when groups is nil. The groups are set on one thread only
+// (the raw setgroups(2) is per thread; Go's syscall.Setgroups would change
+// the whole test), which forks the child and stays locked, and so alive
+// for the child's Pdeathsig, until the test ends; then the thread exits
+// with its goroutine.
+func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int) error {
+	if groups == nil {
+		return cmd.Start()
+	}
+	started, done := make(chan error), make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		runtime.LockOSThread()
+		gids := make([]uint32, len(groups))
+		for i, g := range groups {
+			gids[i] = uint32(g)
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(gids)), uintptr(unsafe.Pointer(&gids[0])), 0); e != 0 {
+			started <- fmt.Errorf("setgroups on the forking thread: %w", e)
+			return
+		}
+		started <- cmd.Start()
+		<-done
+	}()
+	return <-started
 }
 
 // requireUnprivileged skips as root: the test is of what an unprivileged
@@ -432,7 +468,13 @@ func TestIDMapAsRootTargetUser(t *testing.T) {
 		t.Fatalf("plan %+v: want a direct write and a switch", plan)
 	}
 	caps := helperCapsAnd(unix.CAP_SETUID, unix.CAP_SETGID)
-	res := runIDMapChild(t, plan, idmapSpec{}, caps)
+	// Host root's groups, as sudo gives them (root, and shadow's group
+	// where it exists), must not follow the server.
+	groups := []int{0, 42}
+	res := runIDMapChild(t, plan, idmapSpec{HostGroups: groups}, caps)
+	if res.HostGroupsBefore != "0 42" {
+		t.Errorf("the child started with groups %q, want 0 42", res.HostGroupsBefore)
+	}
 	if res.Enter != "" {
 		t.Fatalf("EnterIDs: %s", res.Enter)
 	}
