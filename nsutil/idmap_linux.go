@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -147,15 +146,17 @@ func runNewIDMap(path string, pid int, m []IDMapEntry) *IDMapError {
 // 0 maps to), and host root's kernel uid 0 is never that in nsbind's maps.
 // With --root the new uid is the namespace's root, and the effective set
 // becomes the permitted one.
-func EnterIDs(plan IDPlan) error {
+//
+// A change of credentials also clears the parent-death signal (Go's
+// Pdeathsig) of every thread, and makes the process not dumpable. EnterIDs
+// sets pdeathsig again, when it is not 0, on every thread (a static
+// build; with cgo, where Go cannot reach every thread, on the calling
+// thread only, which is enough while that thread lives: the kernel kills
+// the whole process when one of its threads has the signal), and fails
+// if the parent has already gone.
+func EnterIDs(plan IDPlan, pdeathsig syscall.Signal) error {
 	if !plan.Switch {
 		return nil
-	}
-	// A change of credentials clears the parent-death signal (Go's
-	// Pdeathsig): put it back, or the helper would outlive nsbind.
-	var sig int
-	if err := unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&sig)), 0, 0, 0); err != nil {
-		return fmt.Errorf("reading the parent-death signal: %w", err)
 	}
 	ppid := os.Getppid()
 	if err := syscall.Setgroups(nil); err != nil {
@@ -170,13 +171,18 @@ func EnterIDs(plan IDPlan) error {
 	if os.Getuid() != plan.UID || os.Getgid() != plan.GID {
 		return errors.New("changing ids: the kernel kept the old ones")
 	}
-	if sig != 0 {
-		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(sig), 0, 0, 0); err != nil {
-			return fmt.Errorf("setting the parent-death signal again: %w", err)
-		}
-		if os.Getppid() != ppid {
-			return errors.New("changing ids: the parent exited meanwhile")
-		}
+	if pdeathsig == 0 {
+		return nil
+	}
+	_, _, e := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(pdeathsig), 0)
+	if e == syscall.ENOTSUP {
+		_, _, e = syscall.RawSyscall(syscall.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uintptr(pdeathsig), 0)
+	}
+	if e != 0 {
+		return fmt.Errorf("setting the parent-death signal again: %w", e)
+	}
+	if os.Getppid() != ppid {
+		return errors.New("changing ids: the parent exited meanwhile")
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ type idmapSpec struct {
 	// with (as host root's under sudo); only root may give them. The
 	// parent never has them: not JSON, for the parent only.
 	HostGroups []int `json:"-"`
+	// EndForker ends the thread that forked the child once the child has
+	// reported, and expects the child to die of its parent-death signal.
+	EndForker bool `json:"-"`
 	// Sysctl makes the child write net.ipv4.ip_unprivileged_port_start in
 	// its network namespace, which takes CAP_NET_ADMIN there.
 	Sysctl bool
@@ -57,10 +61,8 @@ type idmapReport struct {
 	SetgidErr    string
 	SetuidErr    string
 	Create       string
-	// Pdeathsig and Dumpable are prctl's PR_GET_PDEATHSIG and
-	// PR_GET_DUMPABLE after EnterIDs.
-	Pdeathsig int
-	Dumpable  int
+	// Dumpable is prctl's PR_GET_DUMPABLE after EnterIDs.
+	Dumpable int
 }
 
 // idmapChild is the child: it reads its ids before the maps, says "ready",
@@ -86,8 +88,7 @@ func idmapChild(specJSON string) int {
 		fmt.Println("no signal from the parent")
 		return 2
 	}
-	rep.Enter = errText(EnterIDs(spec.Plan))
-	unix.Prctl(unix.PR_GET_PDEATHSIG, uintptr(unsafe.Pointer(&rep.Pdeathsig)), 0, 0, 0)
+	rep.Enter = errText(EnterIDs(spec.Plan, syscall.SIGKILL))
 	rep.Dumpable, _ = unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
 	rep.UIDMap = readFields("/proc/self/uid_map")
 	rep.GIDMap = readFields("/proc/self/gid_map")
@@ -205,7 +206,7 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = startWithGroups(t, cmd, spec.HostGroups)
+	endForker, err := startWithGroups(t, cmd, spec.HostGroups, spec.EndForker)
 	sigR.Close()
 	if err != nil {
 		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
@@ -245,6 +246,21 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	if err != nil || json.Unmarshal([]byte(line), &res.idmapReport) != nil {
 		t.Fatalf("child's report: %v: %q", err, line)
 	}
+	if spec.EndForker {
+		endForker()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child after its parent thread ended: %v, want killed by SIGKILL", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the child outlived the thread that forked it: no parent-death signal")
+		}
+		return res
+	}
 	sigW.Close()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v", err)
@@ -253,19 +269,26 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 }
 
 // startWithGroups starts cmd with the supplementary groups groups, or the
-// test's own when groups is nil. The groups are set on one thread only
-// (the raw setgroups(2) is per thread; Go's syscall.Setgroups would change
-// the whole test), which forks the child and stays locked, and so alive
-// for the child's Pdeathsig, until the test ends; then the thread exits
-// with its goroutine.
-func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int) error {
-	if groups == nil {
-		return cmd.Start()
+// test's own when groups is nil, from a thread of its own when groups is
+// set or own is true. The groups are set on that thread only (the raw
+// setgroups(2) is per thread; Go's syscall.Setgroups would change the
+// whole test). The thread forks the child and stays locked, and so alive
+// for the child's Pdeathsig (fact 7), until end is called or the test
+// ends; then it exits with its goroutine.
+func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int, own bool) (end func(), err error) {
+	if groups == nil && !own {
+		return func() {}, cmd.Start()
 	}
 	started, done := make(chan error), make(chan struct{})
-	t.Cleanup(func() { close(done) })
+	end = sync.OnceFunc(func() { close(done) })
+	t.Cleanup(end)
 	go func() {
 		runtime.LockOSThread()
+		if groups == nil {
+			started <- cmd.Start()
+			<-done
+			return
+		}
 		gids := make([]uint32, len(groups))
 		for i, g := range groups {
 			gids[i] = uint32(g)
@@ -277,7 +300,7 @@ func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int) error {
 		started <- cmd.Start()
 		<-done
 	}()
-	return <-started
+	return end, <-started
 }
 
 // requireUnprivileged skips as root: the test is of what an unprivileged
@@ -495,9 +518,6 @@ func TestIDMapAsRootTargetUser(t *testing.T) {
 	if res.CapAmb != capMask(caps...) {
 		t.Errorf("CapAmb after EnterIDs %s, want %s", res.CapAmb, capMask(caps...))
 	}
-	if res.Pdeathsig != int(syscall.SIGKILL) {
-		t.Errorf("parent-death signal after EnterIDs: %d, want SIGKILL", res.Pdeathsig)
-	}
 	t.Logf("dumpable after EnterIDs: %d", res.Dumpable)
 }
 
@@ -533,8 +553,8 @@ func TestIDMapAsRootWithRoot(t *testing.T) {
 	if !strings.Contains(res.Shadow, "permission denied") {
 		t.Errorf("opening /etc/shadow as uid 0 inside: %q, want EACCES", res.Shadow)
 	}
-	if res.CapAmb != capMask(caps...) || res.Pdeathsig != int(syscall.SIGKILL) {
-		t.Errorf("after EnterIDs: CapAmb %s parent-death signal %d, want %s and SIGKILL", res.CapAmb, res.Pdeathsig, capMask(caps...))
+	if res.CapAmb != capMask(caps...) {
+		t.Errorf("after EnterIDs: CapAmb %s, want %s", res.CapAmb, capMask(caps...))
 	}
 	if res.SetgroupsErr != "" || res.SetgidErr != "" || res.SetuidErr != "" || res.Create != "" {
 		t.Fatalf("dropping to 65534: setgroups %q setgid %q setuid %q create %q", res.SetgroupsErr, res.SetgidErr, res.SetuidErr, res.Create)
@@ -607,5 +627,24 @@ func TestWriteIDMapsDirectRefused(t *testing.T) {
 	var me *IDMapError
 	if !errors.As(err, &me) || me.Step != StepUIDMap || !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("mapping another uid unprivileged: %v, want EPERM at %q", err, StepUIDMap)
+	}
+}
+
+// The kernel clears the parent-death signal when EnterIDs changes the
+// ids; EnterIDs sets it again, so the child of root still dies with the
+// thread that forked it (in nsbind, with nsbind).
+func TestIDMapAsRootKeepsPdeathsig(t *testing.T) {
+	requireRoot(t)
+	uid, gid, name, _, err := LookupUser("nsbind-test")
+	if err != nil {
+		t.Fatalf("the suite's unprivileged user: %v", err)
+	}
+	plan, err := PlanIDs(IDPlanInput{CallerUID: 0, CallerGID: 0, TargetUID: uid, TargetGID: gid, TargetName: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runIDMapChild(t, plan, idmapSpec{EndForker: true}, helperCapsAnd(unix.CAP_SETUID, unix.CAP_SETGID))
+	if res.Enter != "" || res.UID != uid {
+		t.Fatalf("EnterIDs: %q, uid %d", res.Enter, res.UID)
 	}
 }

@@ -2,7 +2,10 @@
 
 package nsutil
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // errNoUserNamespaces is what the id-map calls say where there are no
 // user namespaces.
@@ -15,4 +18,4 @@ func FindNewIDMap() (newuidmap, newgidmap string) { return "", "" }
 func WriteIDMaps(pid int, plan IDPlan) error { return errNoUserNamespaces }
 
 // EnterIDs needs Linux user namespaces.
-func EnterIDs(plan IDPlan) error { return errNoUserNamespaces }
+func EnterIDs(plan IDPlan, pdeathsig syscall.Signal) error { return errNoUserNamespaces }
