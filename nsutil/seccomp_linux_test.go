@@ -20,8 +20,11 @@ import (
 )
 
 // TestMain lets the test binary be the child under the bind filter
-// (bindChild).
+// (bindChild), or the child that reports its id maps (idmapChild).
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(idmapChildEnv); spec != "" {
+		os.Exit(idmapChild(spec))
+	}
 	if port := os.Getenv("NSUTIL_TEST_BIND_CHILD"); port != "" {
 		if spec, ok := strings.CutPrefix(port, "raw:"); ok {
 			os.Exit(rawBindChild(spec))
