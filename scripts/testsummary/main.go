@@ -285,14 +285,25 @@ func total(files []string, w io.Writer) int {
 		p := newPass()
 		p.read(fd)
 		fd.Close()
-		for _, r := range p.counted() {
-			k := key{r.pkg, r.test}
+		entry := func(k key) *seen {
 			s := tests[k]
 			if s == nil {
 				s = &seen{}
 				tests[k] = s
 				order = append(order, k)
 			}
+			return s
+		}
+		// A test ran if it passed or failed itself, with its subtests or
+		// without: one skipped whole in one pass and run with subtests in
+		// another ran.
+		for _, r := range p.order {
+			if r.action == "pass" || r.action == "fail" {
+				entry(key{r.pkg, r.test}).ran = true
+			}
+		}
+		for _, r := range p.counted() {
+			s := entry(key{r.pkg, r.test})
 			switch r.action {
 			case "pass":
 				passed++

@@ -66,6 +66,22 @@ func TestTotal(t *testing.T) {
 			want: "3 passed, 0 failed, 1 skipped",
 		},
 		{
+			name: "skipped whole in one pass, run with subtests in another",
+			passes: [][]string{
+				{"run A", "skip A", "pass"},
+				{"run A", "run A/x", "pass A/x", "pass A", "pass"},
+			},
+			want: "1 passed, 0 failed, 1 skipped",
+		},
+		{
+			name: "a subtest skipped in every pass",
+			passes: [][]string{
+				{"run A", "run A/x", "skip A/x", "run A/y", "pass A/y", "pass A", "pass"},
+				{"run A", "skip A", "pass"},
+			},
+			want: "1 passed, 0 failed, 2 skipped", code: 1, says: "p A/x",
+		},
+		{
 			name: "skipped in every pass",
 			passes: [][]string{
 				{"run A", "output A why:not", "skip A", "pass"},
