@@ -286,11 +286,10 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 
 // pipe copies src to dst (with splice(2): both are *net.TCPConn) until src
 // ends, then half-closes dst so half-closed protocols work. Each splice
-// holds a pipe (two descriptors) while it runs; a process out of
-// descriptors for one copies through a buffer instead (Go falls back), so
-// the connection still works. An error (a
-// reset on either side) resets both connections, which also ends the other
-// direction.
+// holds a pipe (two descriptors) while data passes; a process out of
+// descriptors for one copies through a buffer instead (copyStream falls
+// back), so the connection still works. An error (a reset on either side)
+// resets both connections, which also ends the other direction.
 func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {
 	n, err := copyStream(dst, src)
 	if err != nil && !(ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded)) {
