@@ -158,7 +158,14 @@ func (o *Outbound) Serve(ctx context.Context, ln *net.TCPListener) error {
 }
 
 func (o *Outbound) handle(ctx context.Context, inside *net.TCPConn) {
-	src := unmapPort(inside.RemoteAddr().(*net.TCPAddr).AddrPort())
+	peer, ok := tcpAddrPort(inside.RemoteAddr())
+	if !ok {
+		// Reset before accept returned: there is no flow to look up.
+		o.Logger.Debug("redirected connection without a peer address")
+		reset(inside)
+		return
+	}
+	src := unmapPort(peer)
 	dst, err := OriginalDst(inside)
 	if err != nil {
 		o.Logger.Debug("redirected connection without an original destination", "src", src, "err", err)
@@ -198,17 +205,24 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	var (
 		ap   netip.AddrPort
 		gerr error
 	)
 	err = rc.Control(func(fd uintptr) {
-		var buf [unix.SizeofSockaddrInet6]byte
+		// The family of the connection, not of the socket: an IPv6
+		// socket's IPv4 connection (an IPv4-mapped local address) has an
+		// IPv4 original destination.
+		local, err := unix.Getsockname(int(fd))
+		if err != nil {
+			gerr = err
+			return
+		}
 		level := unix.SOL_IP
-		if local.Is6() && !local.Is4In6() {
+		if sa, ok := local.(*unix.SockaddrInet6); ok && !netip.AddrFrom16(sa.Addr).Is4In6() {
 			level = unix.SOL_IPV6
 		}
+		var buf [unix.SizeofSockaddrInet6]byte
 		n := uint32(len(buf))
 		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), unix.SO_ORIGINAL_DST,
 			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)

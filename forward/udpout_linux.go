@@ -129,10 +129,14 @@ func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error 
 // loopback address inside, to to on the host, and the answers back from
 // conn, until ctx is done.
 func (u *UDPOutbound) ServeFixed(ctx context.Context, conn *net.UDPConn, to netip.AddrPort) error {
+	a, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok || a == nil {
+		return errors.New("serving outbound UDP: the socket has no local address")
+	}
+	local := unmapPort(a.AddrPort())
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer u.closeAll()
-	local := unmapPort(conn.LocalAddr().(*net.UDPAddr).AddrPort())
 	buf := make([]byte, 65536)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
