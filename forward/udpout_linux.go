@@ -286,8 +286,7 @@ func outOrigDst(oob []byte) (netip.AddrPort, bool) {
 	for _, m := range msgs {
 		if (m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR) ||
 			(m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR) {
-			ap, err := parseOrigSockaddr(m.Data)
-			return ap, err == nil
+			return ParseSockaddr(m.Data)
 		}
 	}
 	return netip.AddrPort{}, false
