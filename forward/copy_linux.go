@@ -147,6 +147,9 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 			return total, wrapErrno(err)
 		}
 		if n == 0 {
+			if buf != nil {
+				copyBufs.Put(buf)
+			}
 			return total, nil // EOF
 		}
 		if buf != nil {
