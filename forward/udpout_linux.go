@@ -70,17 +70,17 @@ func ListenTProxyUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 func outTransparent(c syscall.RawConn, six, origDst bool) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		level, opt, recv := unix.SOL_IP, unix.IP_TRANSPARENT, unix.IP_RECVORIGDSTADDR
-		if six {
-			level, opt, recv = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.IPV6_RECVORIGDSTADDR
-		}
-		if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr != nil {
+		if serr = setTransparent(int(fd), six, false); serr != nil {
 			return
 		}
 		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
 			return
 		}
 		if origDst {
+			level, recv := unix.SOL_IP, unix.IP_RECVORIGDSTADDR
+			if six {
+				level, recv = unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR
+			}
 			serr = unix.SetsockoptInt(int(fd), level, recv, 1)
 		}
 	})
@@ -400,8 +400,10 @@ func outReplySocket(dst, src netip.AddrPort) (func([]byte) error, func(), error)
 }
 
 // outOrigDst reads IP_ORIGDSTADDR or IPV6_ORIGDSTADDR from control messages.
+// (x/sys's ParseOrigDstAddr reads the address without checking its length;
+// ParseSockaddr checks it.)
 func outOrigDst(oob []byte) (netip.AddrPort, bool) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
+	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return netip.AddrPort{}, false
 	}
