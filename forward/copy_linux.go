@@ -70,9 +70,23 @@ func closePipe(fds [2]int) {
 	unix.Close(fds[1])
 }
 
+// copyBuffer is the size of the buffers of a copy through user space.
+const copyBuffer = 64 << 10
+
+// copyBufs holds the buffers of copies through user space, taken only
+// while data is there.
+var copyBufs = sync.Pool{New: func() any {
+	b := make([]byte, copyBuffer)
+	return &b
+}}
+
 // copyStream copies src to dst with splice(2) until src ends, and returns
 // the bytes copied. The bytes never enter user space. It waits for data
 // without holding a pipe.
+//
+// A process out of descriptors (EMFILE, ENFILE) or memory for a pipe
+// copies what is there through a buffer in user space instead, and tries a
+// pipe again for the next data: the connection goes on, only slower.
 func copyStream(dst, src *net.TCPConn) (int64, error) {
 	rsrc, err := src.SyscallConn()
 	if err != nil {
@@ -85,7 +99,8 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 	var (
 		total int64
 		fds   [2]int
-		have  bool // a pipe is taken (and empty, between transfers)
+		have  bool    // a pipe is taken (and empty, between transfers)
+		buf   *[]byte // a buffer is taken (no pipe could be had)
 	)
 	defer func() {
 		if have {
@@ -99,25 +114,31 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 		)
 		err := rsrc.Read(func(fd uintptr) bool {
 			if !have {
-				if fds, serr = pipes.get(); serr != nil {
+				var perr error
+				if fds, perr = pipes.get(); perr == nil {
+					have = true
+				} else if !outOfResources(perr) {
+					serr = perr
 					return true
 				}
-				have = true
 			}
-			for {
-				n, serr = unix.Splice(int(fd), nil, fds[1], nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				if serr != unix.EINTR {
-					break
+			if !have {
+				n, serr = readBuffered(int(fd), &buf)
+			} else {
+				for {
+					n, serr = unix.Splice(int(fd), nil, fds[1], nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+					if serr != unix.EINTR {
+						break
+					}
+				}
+				if serr == unix.EAGAIN {
+					// Nothing to read (the pipe is empty, so it is not
+					// full): wait for data without the pipe.
+					pipes.put(fds)
+					have = false
 				}
 			}
-			if serr == unix.EAGAIN {
-				// Nothing to read (the pipe is empty, so it is not
-				// full): wait for data without the pipe.
-				pipes.put(fds)
-				have = false
-				return false
-			}
-			return true
+			return serr != unix.EAGAIN
 		})
 		if err == nil {
 			err = serr
@@ -126,7 +147,21 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 			return total, wrapErrno(err)
 		}
 		if n == 0 {
+			if buf != nil {
+				copyBufs.Put(buf)
+			}
 			return total, nil // EOF
+		}
+		if buf != nil {
+			var m int64
+			m, err = writeBuffered(rdst, (*buf)[:n])
+			total += m
+			copyBufs.Put(buf)
+			buf = nil
+			if err != nil {
+				return total, wrapErrno(err)
+			}
+			continue
 		}
 		left := n
 		err = rdst.Write(func(fd uintptr) bool {
@@ -156,6 +191,54 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 			return total, wrapErrno(err)
 		}
 	}
+}
+
+// readBuffered reads what socket fd holds into a buffer it takes from
+// copyBufs, and leaves it in *buf unless there was nothing to read (EAGAIN).
+func readBuffered(fd int, buf **[]byte) (int64, error) {
+	b := copyBufs.Get().(*[]byte)
+	for {
+		n, err := unix.Read(fd, *b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			copyBufs.Put(b)
+			return 0, err
+		}
+		*buf = b
+		return int64(n), nil
+	}
+}
+
+// writeBuffered writes b to the socket behind rc, waiting while its buffer
+// is full, and returns the bytes written.
+func writeBuffered(rc syscall.RawConn, b []byte) (int64, error) {
+	var (
+		total int64
+		serr  error
+	)
+	err := rc.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			m, e := unix.Write(int(fd), b)
+			switch {
+			case e == unix.EINTR:
+				continue
+			case e == unix.EAGAIN:
+				return false
+			case e != nil:
+				serr = e
+				return true
+			}
+			b = b[m:]
+			total += int64(m)
+		}
+		return true
+	})
+	if err == nil {
+		err = serr
+	}
+	return total, err
 }
 
 // wrapErrno makes a raw errno from splice look like Go's own errors, so

@@ -23,9 +23,12 @@
 // Concurrency: Serve runs on one goroutine per host socket. A TCP connection
 // gets two goroutines, one per direction. A UDP flow (one client address)
 // gets one goroutine that reads the server's replies; the Serve goroutine
-// itself reads the host socket and sends to the flows. Serve returns only
-// after every connection or flow goroutine has ended. Stats may be read from
-// any goroutine. Outbound.Dial and Serve, UDPOutbound's Serve methods and
+// itself reads the host socket and sends to the flows. An outbound UDP
+// flow's goroutine first opens its host socket, so that the Serve goroutine
+// never waits for the pool or a connect. Both keep their flows in a
+// flowTable (idle timeout, bound, eviction of the flow idle longest).
+// Serve returns only after every connection or flow goroutine has ended.
+// Stats may be read from any goroutine. Outbound.Dial and Serve, UDPOutbound's Serve methods and
 // every SocketPool method may run on any goroutines.
 // forward never imports nsutil; cmd/nsbind wires the two together.
 package forward

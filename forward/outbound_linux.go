@@ -2,14 +2,11 @@ package forward
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -158,7 +155,14 @@ func (o *Outbound) Serve(ctx context.Context, ln *net.TCPListener) error {
 }
 
 func (o *Outbound) handle(ctx context.Context, inside *net.TCPConn) {
-	src := unmapPort(inside.RemoteAddr().(*net.TCPAddr).AddrPort())
+	peer, ok := tcpAddrPort(inside.RemoteAddr())
+	if !ok {
+		// Reset before accept returned: there is no flow to look up.
+		o.Logger.Debug("redirected connection without a peer address")
+		reset(inside)
+		return
+	}
+	src := unmapPort(peer)
 	dst, err := OriginalDst(inside)
 	if err != nil {
 		o.Logger.Debug("redirected connection without an original destination", "src", src, "err", err)
@@ -198,25 +202,36 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr()
 	var (
 		ap   netip.AddrPort
 		gerr error
 	)
 	err = rc.Control(func(fd uintptr) {
-		var buf [unix.SizeofSockaddrInet6]byte
+		// The family of the connection, not of the socket: an IPv6
+		// socket's IPv4 connection (an IPv4-mapped local address) has an
+		// IPv4 original destination.
+		local, err := unix.Getsockname(int(fd))
+		if err != nil {
+			gerr = err
+			return
+		}
 		level := unix.SOL_IP
-		if local.Is6() && !local.Is4In6() {
+		if sa, ok := local.(*unix.SockaddrInet6); ok && !netip.AddrFrom16(sa.Addr).Is4In6() {
 			level = unix.SOL_IPV6
 		}
+		var buf [unix.SizeofSockaddrInet6]byte
 		n := uint32(len(buf))
+		// x/sys has no getsockopt that returns a sockaddr.
 		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), unix.SO_ORIGINAL_DST,
 			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&n)), 0)
 		if e != 0 {
 			gerr = e
 			return
 		}
-		ap, gerr = parseOrigSockaddr(buf[:n])
+		var ok bool
+		if ap, ok = ParseSockaddr(buf[:n]); !ok {
+			gerr = fmt.Errorf("unexpected address of %d bytes", n)
+		}
 	})
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -225,24 +240,6 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", gerr)
 	}
 	return ap, nil
-}
-
-// parseOrigSockaddr reads a struct sockaddr_in or sockaddr_in6.
-func parseOrigSockaddr(b []byte) (netip.AddrPort, error) {
-	if len(b) < 8 {
-		return netip.AddrPort{}, errors.New("short sockaddr")
-	}
-	port := binary.BigEndian.Uint16(b[2:4])
-	switch binary.NativeEndian.Uint16(b[0:2]) {
-	case unix.AF_INET:
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), port), nil
-	case unix.AF_INET6:
-		if len(b) < 24 {
-			return netip.AddrPort{}, errors.New("short sockaddr_in6")
-		}
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), port), nil
-	}
-	return netip.AddrPort{}, syscall.EAFNOSUPPORT
 }
 
 func unmapPort(ap netip.AddrPort) netip.AddrPort {

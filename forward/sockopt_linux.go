@@ -1,37 +1,11 @@
 package forward
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"golang.org/x/sys/unix"
 )
-
-// ParseSockaddr reads the struct sockaddr_in or sockaddr_in6 a server
-// passed to bind(2). An IPv6 address stays 16 bytes long (an IPv4-mapped
-// one included). ok is false for other families and for a buffer shorter
-// than the kernel accepts (bind then fails with EINVAL by itself).
-func ParseSockaddr(b []byte) (ap netip.AddrPort, ok bool) {
-	if len(b) < 2 {
-		return netip.AddrPort{}, false
-	}
-	switch binary.NativeEndian.Uint16(b) {
-	case unix.AF_INET:
-		if len(b) < unix.SizeofSockaddrInet4 {
-			return netip.AddrPort{}, false
-		}
-		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[4:8])), binary.BigEndian.Uint16(b[2:])), true
-	case unix.AF_INET6:
-		// The kernel accepts the 24 bytes of RFC 2133, without scope id.
-		if len(b) < 24 {
-			return netip.AddrPort{}, false
-		}
-		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[8:24])), binary.BigEndian.Uint16(b[2:])), true
-	}
-	return netip.AddrPort{}, false
-}
 
 // sockopt is a socket option that --direct copies from the socket the
 // server asked to bind to the host socket it gets instead.

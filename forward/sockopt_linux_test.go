@@ -2,78 +2,11 @@ package forward
 
 import (
 	"context"
-	"encoding/binary"
 	"net"
-	"net/netip"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
-
-// sockaddr encodes ap as the kernel's struct sockaddr_in or sockaddr_in6.
-func sockaddr(ap netip.AddrPort) []byte {
-	if ap.Addr().Is4() {
-		b := make([]byte, unix.SizeofSockaddrInet4)
-		binary.NativeEndian.PutUint16(b, unix.AF_INET)
-		binary.BigEndian.PutUint16(b[2:], ap.Port())
-		a := ap.Addr().As4()
-		copy(b[4:], a[:])
-		return b
-	}
-	b := make([]byte, unix.SizeofSockaddrInet6)
-	binary.NativeEndian.PutUint16(b, unix.AF_INET6)
-	binary.BigEndian.PutUint16(b[2:], ap.Port())
-	a := ap.Addr().As16()
-	copy(b[8:], a[:])
-	return b
-}
-
-func TestParseSockaddr(t *testing.T) {
-	unixAddr := make([]byte, 110)
-	binary.NativeEndian.PutUint16(unixAddr, unix.AF_UNIX)
-	tests := []struct {
-		name string
-		b    []byte
-		want string // "" when not ok
-	}{
-		{"IPv4", sockaddr(netip.MustParseAddrPort("0.0.0.0:80")), "0.0.0.0:80"},
-		{"IPv4 loopback", sockaddr(netip.MustParseAddrPort("127.0.0.1:8080")), "127.0.0.1:8080"},
-		{"IPv6", sockaddr(netip.MustParseAddrPort("[::]:443")), "[::]:443"},
-		{"IPv6 without scope id (RFC 2133)", sockaddr(netip.MustParseAddrPort("[::1]:53"))[:24], "[::1]:53"},
-		{"IPv4-mapped stays IPv6", sockaddr(netip.MustParseAddrPort("[::ffff:127.0.0.1]:80")), "[::ffff:127.0.0.1]:80"},
-		{"IPv4 too short", sockaddr(netip.MustParseAddrPort("0.0.0.0:80"))[:8], ""},
-		{"IPv6 too short", sockaddr(netip.MustParseAddrPort("[::]:80"))[:20], ""},
-		{"unix socket", unixAddr, ""},
-		{"empty", nil, ""},
-	}
-	for _, tt := range tests {
-		ap, ok := ParseSockaddr(tt.b)
-		got := ""
-		if ok {
-			got = ap.String()
-		}
-		if got != tt.want {
-			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
-// FuzzParseSockaddr checks that every address reads back as encoded.
-func FuzzParseSockaddr(f *testing.F) {
-	f.Add([]byte{127, 0, 0, 1}, uint16(80))
-	f.Add(make([]byte, 16), uint16(0))
-	f.Fuzz(func(t *testing.T, addr []byte, port uint16) {
-		a, ok := netip.AddrFromSlice(addr)
-		if !ok {
-			return
-		}
-		ap := netip.AddrPortFrom(a, port)
-		got, ok := ParseSockaddr(sockaddr(ap))
-		if !ok || got != ap {
-			t.Fatalf("ParseSockaddr(sockaddr(%s)) = %s, %v", ap, got, ok)
-		}
-	})
-}
 
 // plainListen listens on TCP, not MPTCP, as Bind does for host sockets.
 func plainListen(network, addr string) (net.Listener, error) {

@@ -166,10 +166,7 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 	// A connection reset before accept returned may have no address; it
 	// still gets a dial (and fails like any other), not a panic.
-	var peer netip.AddrPort
-	if a, ok := client.RemoteAddr().(*net.TCPAddr); ok && a != nil {
-		peer = a.AddrPort()
-	}
+	peer, _ := tcpAddrPort(client.RemoteAddr())
 	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
 	server, err := r.dial(ctx, peer)
 	if err != nil {
@@ -201,7 +198,10 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 }
 
 func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrPort) error {
-	local := client.LocalAddr().(*net.TCPAddr).AddrPort()
+	local, ok := tcpAddrPort(client.LocalAddr())
+	if !ok {
+		return errors.New("the connection has no local address")
+	}
 	hdr, err := ProxyHeader(r.ProxyProtocol, peer, local)
 	if err != nil {
 		return err
@@ -210,7 +210,6 @@ func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrP
 	return err
 }
 
-// dial connects to the server, retrying while it refuses for up to r.Wait.
 // dial connects to the server, retrying for up to r.Wait while it refuses
 // (it does not listen yet, or restarts) or, for one connection at a time,
 // while the process is out of descriptors or memory (other connections may
@@ -253,6 +252,17 @@ func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPCon
 	}
 }
 
+// tcpAddrPort is the address and port of a, a *net.TCPAddr. ok is false
+// for nil, which a connection has when the kernel did not report its
+// address (reset before accept returned), or for another type.
+func tcpAddrPort(a net.Addr) (ap netip.AddrPort, ok bool) {
+	t, ok := a.(*net.TCPAddr)
+	if !ok || t == nil {
+		return netip.AddrPort{}, false
+	}
+	return t.AddrPort(), true
+}
+
 // retryDial reports whether a failed dial of the server may work later.
 func retryDial(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || outOfResources(err)
@@ -286,11 +296,10 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 
 // pipe copies src to dst (with splice(2): both are *net.TCPConn) until src
 // ends, then half-closes dst so half-closed protocols work. Each splice
-// holds a pipe (two descriptors) while it runs; a process out of
-// descriptors for one copies through a buffer instead (Go falls back), so
-// the connection still works. An error (a
-// reset on either side) resets both connections, which also ends the other
-// direction.
+// holds a pipe (two descriptors) while data passes; a process out of
+// descriptors for one copies through a buffer instead (copyStream falls
+// back), so the connection still works. An error (a reset on either side)
+// resets both connections, which also ends the other direction.
 func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {
 	n, err := copyStream(dst, src)
 	if err != nil && !(ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded)) {

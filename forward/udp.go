@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"log/slog"
@@ -36,9 +35,6 @@ const (
 	// maxPendingBytes bounds the copies of first datagrams kept for a
 	// resend to the other address family, over all flows of a relay.
 	maxPendingBytes = 4 << 20
-	// lruGranularity is how stale a flow's place in the eviction order may
-	// get before a reply from the server moves it to the front.
-	lruGranularity = time.Second
 )
 
 // PacketDialer opens the inside socket of a UDP flow.
@@ -84,21 +80,21 @@ type UDPRelay struct {
 // Serve relays datagrams from host until ctx is done, then closes host and
 // every flow and returns once every flow goroutine has ended.
 func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
+	timeout, maxFlows := r.Timeout, r.MaxFlows
+	if timeout <= 0 {
+		timeout = DefaultUDPTimeout
+	}
+	if maxFlows <= 0 {
+		maxFlows = DefaultUDPMaxFlows
+	}
 	s := &udpServer{
 		r:       r,
 		ctx:     ctx,
 		host:    host,
-		timeout: r.Timeout,
-		max:     r.MaxFlows,
-		epoch:   time.Now(),
-		flows:   make(map[netip.AddrPort]*udpFlow),
+		timeout: timeout,
+		max:     maxFlows,
+		flows:   newFlowTable[netip.AddrPort, *udpFlow](timeout, maxFlows),
 		debug:   r.Logger.Enabled(ctx, slog.LevelDebug),
-	}
-	if s.timeout <= 0 {
-		s.timeout = DefaultUDPTimeout
-	}
-	if s.max <= 0 {
-		s.max = DefaultUDPMaxFlows
 	}
 	s.bufs.New = func() any {
 		b := make([]byte, maxDatagram)
@@ -119,21 +115,14 @@ type udpServer struct {
 	host    *net.UDPConn
 	timeout time.Duration
 	max     int
-	epoch   time.Time // clock of the flows: nanoseconds since epoch
+	flows   *flowTable[netip.AddrPort, *udpFlow]
 	debug   bool
 	wg      sync.WaitGroup // flow goroutines
 	pending atomic.Int64   // bytes held in flows' pending copies
 	// bufs holds buffers for the server's replies, taken only while a
 	// reply is read and sent, so that waiting flows hold none.
 	bufs sync.Pool
-
-	mu    sync.Mutex // guards flows, lru and every flow's elem and gone
-	flows map[netip.AddrPort]*udpFlow
-	lru   list.List // of *udpFlow, most recently used first
 }
-
-// now is the time on the flows' monotonic clock.
-func (s *udpServer) now() int64 { return int64(time.Since(s.epoch)) }
 
 // fromHost hands one datagram of client to its flow, opening the flow if
 // needed. It runs on the goroutine that reads the host socket.
@@ -151,24 +140,15 @@ func (s *udpServer) fromHost(client netip.AddrPort, b []byte) {
 // flowFor returns the flow of client, opening it (and evicting the flow
 // idle longest when the relay is full) if there is none.
 func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
-	now := s.now()
-	s.mu.Lock()
-	if f := s.flows[client]; f != nil {
-		f.last.Store(now)
-		f.touched.Store(now)
-		s.lru.MoveToFront(f.elem)
-		s.mu.Unlock()
-		return f
+	if e := s.flows.get(client); e != nil {
+		return e.value
 	}
-	full := len(s.flows) >= s.max
-	s.mu.Unlock()
-	if full {
+	if s.flows.full() {
+		// Before the dial, so that it has the evicted flow's descriptor.
 		s.evict("too many UDP flows, closing the one idle longest")
 	}
 
 	f := &udpFlow{s: s, client: client}
-	f.last.Store(now)
-	f.touched.Store(now)
 	err := f.dial()
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// Out of descriptors before the bound (a low limit, or many
@@ -184,10 +164,11 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		s.r.Stats.failed()
 		return nil
 	}
-	s.mu.Lock()
-	s.flows[client] = f
-	f.elem = s.lru.PushFront(f)
-	s.mu.Unlock()
+	var removed *flowEntry[netip.AddrPort, *udpFlow]
+	f.entry, removed = s.flows.add(client, f)
+	if removed != nil {
+		removed.value.close()
+	}
 	s.r.Stats.opened()
 	if s.debug {
 		s.r.Logger.Debug("UDP flow open", "client", client, "port", s.r.Port, "server", f.server)
@@ -203,72 +184,21 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 // evict closes the flow idle longest, if there is one, and reports whether
 // there was.
 func (s *udpServer) evict(why string) bool {
-	s.mu.Lock()
-	e := s.lru.Back()
+	e := s.flows.evictOldest()
 	if e == nil {
-		s.mu.Unlock()
 		return false
 	}
-	victim := e.Value.(*udpFlow)
-	s.removeLocked(victim)
-	s.mu.Unlock()
 	if s.debug {
-		s.r.Logger.Debug(why, "port", s.r.Port, "max", s.max, "client", victim.client,
-			"idle", time.Duration(s.now()-victim.last.Load()))
+		s.r.Logger.Debug(why, "port", s.r.Port, "max", s.max, "client", e.key, "idle", s.flows.idle(e))
 	}
-	victim.close()
+	e.value.close()
 	return true
-}
-
-// removeLocked takes f out of the flow table; s.mu is held.
-func (s *udpServer) removeLocked(f *udpFlow) {
-	if f.gone {
-		return
-	}
-	f.gone = true
-	delete(s.flows, f.client)
-	s.lru.Remove(f.elem)
-}
-
-// expire ends f if it has been idle for the timeout and reports whether it
-// is gone. It runs on f's goroutine.
-func (s *udpServer) expire(f *udpFlow) bool {
-	s.mu.Lock()
-	if !f.gone && time.Duration(s.now()-f.last.Load()) < s.timeout {
-		s.mu.Unlock()
-		return false
-	}
-	s.removeLocked(f)
-	s.mu.Unlock()
-	f.close()
-	return true
-}
-
-// touch marks f used by a reply from the server.
-func (s *udpServer) touch(f *udpFlow, now int64) {
-	f.last.Store(now)
-	if time.Duration(now-f.touched.Load()) < lruGranularity {
-		return
-	}
-	s.mu.Lock()
-	if !f.gone {
-		f.touched.Store(now)
-		s.lru.MoveToFront(f.elem)
-	}
-	s.mu.Unlock()
 }
 
 // shutdown closes every flow and waits for their goroutines.
 func (s *udpServer) shutdown() {
-	s.mu.Lock()
-	var all []*udpFlow
-	for _, f := range s.flows {
-		all = append(all, f)
-		s.removeLocked(f)
-	}
-	s.mu.Unlock()
-	for _, f := range all {
-		f.close()
+	for _, e := range s.flows.removeAll() {
+		e.value.close()
 	}
 	s.wg.Wait()
 }
@@ -288,11 +218,7 @@ func (s *udpServer) serverAddr(client netip.AddrPort, other bool) netip.AddrPort
 type udpFlow struct {
 	s      *udpServer
 	client netip.AddrPort
-	// last is when a datagram last passed either way, touched when the flow
-	// last moved to the front of s.lru (both on s's clock).
-	last, touched atomic.Int64
-	elem          *list.Element // in s.lru; guarded by s.mu
-	gone          bool          // out of s.flows; guarded by s.mu
+	entry  *flowEntry[netip.AddrPort, *udpFlow] // in s.flows; set before run
 
 	// confirmed is true once the server's family is known to be right:
 	// the server replied, or a later datagram went out with no refusal.
@@ -522,14 +448,14 @@ func (f *udpFlow) run() {
 		}
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if s.expire(f) {
+			if s.flows.expire(f.entry) {
+				f.close()
 				if s.debug {
 					s.r.Logger.Debug("UDP flow idle, closed", "client", f.client, "port", s.r.Port)
 				}
 				return
 			}
-			idle := time.Duration(s.now() - f.last.Load())
-			conn.SetReadDeadline(time.Now().Add(s.timeout - idle))
+			conn.SetReadDeadline(time.Now().Add(s.timeout - s.flows.idle(f.entry)))
 		case errors.Is(err, net.ErrClosed):
 			// Closed by the end of the flow, or by a move to the other
 			// family: then go on with the new socket.
@@ -543,8 +469,7 @@ func (f *udpFlow) run() {
 				f.end()
 				return
 			}
-			idle := time.Duration(s.now() - f.last.Load())
-			conn.SetReadDeadline(time.Now().Add(s.timeout - idle))
+			conn.SetReadDeadline(time.Now().Add(s.timeout - s.flows.idle(f.entry)))
 		case errors.Is(err, syscall.ECONNREFUSED):
 			f.refused(conn)
 		case transientICMP(err):
@@ -561,9 +486,7 @@ func (f *udpFlow) run() {
 
 // end takes f out of the flow table and closes it.
 func (f *udpFlow) end() {
-	f.s.mu.Lock()
-	f.s.removeLocked(f)
-	f.s.mu.Unlock()
+	f.s.flows.remove(f.entry)
 	f.close()
 }
 
@@ -574,7 +497,7 @@ func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
 	if err != nil {
 		return err
 	}
-	s.touch(f, s.now())
+	s.flows.touch(f.entry)
 	if !f.confirmed.Load() {
 		f.confirm(conn)
 	}

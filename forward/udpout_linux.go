@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -19,28 +20,24 @@ import (
 // out through host sockets: one flow per program address and destination,
 // each with a host socket connected to the destination, closed after Idle
 // without traffic.
+//
+// The goroutine that reads the programs' datagrams never waits for a host
+// socket: a new flow is opened on a goroutine of its own (the pool may have
+// to ask nsbind's parent for a socket), and until it is open its datagrams
+// wait in a short queue, so that a slow flow does not hold up the others
+// (a resolver's queries among them).
 type UDPOutbound struct {
 	// Pool supplies unconnected host sockets.
 	Pool *SocketPool
 	// Idle closes a flow after this long without a datagram either way.
 	Idle time.Duration
-	// MaxFlows bounds the open flows; a datagram that would open one more
-	// is dropped.
+	// MaxFlows bounds the open flows, those being opened included; a new
+	// flow beyond it closes the flow idle longest.
 	MaxFlows int
 	// Logger gets per-flow events at debug level.
 	Logger *slog.Logger
 	// Stats, if not nil, counts flows and datagrams.
 	Stats *Stats
-
-	mu    sync.Mutex
-	flows map[outFlow]*outUDPFlow
-}
-
-type outUDPFlow struct {
-	host  *net.UDPConn
-	reply func([]byte) error
-	close func()
-	last  time.Time
 }
 
 // The defaults of UDPOutbound.
@@ -48,6 +45,10 @@ const (
 	defaultUDPIdle  = 60 * time.Second
 	defaultMaxFlows = 4096
 )
+
+// outQueueLen bounds the datagrams a flow keeps while its host socket is
+// being opened; later ones are dropped, as a full socket buffer would.
+const outQueueLen = 16
 
 // ListenTProxyUDP makes the transparent UDP socket that TPROXY hands
 // outside-bound datagrams to, on addr inside. IP_TRANSPARENT (which needs
@@ -69,17 +70,17 @@ func ListenTProxyUDP(addr netip.AddrPort) (*net.UDPConn, error) {
 func outTransparent(c syscall.RawConn, six, origDst bool) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
-		level, opt, recv := unix.SOL_IP, unix.IP_TRANSPARENT, unix.IP_RECVORIGDSTADDR
-		if six {
-			level, opt, recv = unix.SOL_IPV6, unix.IPV6_TRANSPARENT, unix.IPV6_RECVORIGDSTADDR
-		}
-		if serr = unix.SetsockoptInt(int(fd), level, opt, 1); serr != nil {
+		if serr = setTransparent(int(fd), six, false); serr != nil {
 			return
 		}
 		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
 			return
 		}
 		if origDst {
+			level, recv := unix.SOL_IP, unix.IP_RECVORIGDSTADDR
+			if six {
+				level, recv = unix.SOL_IPV6, unix.IPV6_RECVORIGDSTADDR
+			}
 			serr = unix.SetsockoptInt(int(fd), level, recv, 1)
 		}
 	})
@@ -97,14 +98,16 @@ func outNetwork(proto string, a netip.Addr) string {
 }
 
 // ServeTProxy relays the datagrams arriving at conn, a socket from
-// ListenTProxyUDP, each to its original destination, until ctx is done.
-// Answers go back to the program from the destination's address, through a
-// transparent socket bound to it.
+// ListenTProxyUDP, each to its original destination, until ctx is done;
+// then it closes conn and every flow and returns once every flow goroutine
+// has ended. Answers go back to the program from the destination's address,
+// through a transparent socket bound to it.
 func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	defer u.closeAll()
-	buf := make([]byte, 65536)
+	s := u.server(ctx)
+	defer s.shutdown()
+	buf := make([]byte, maxDatagram)
 	oob := make([]byte, 128)
 	for {
 		n, oobn, _, src, err := conn.ReadMsgUDPAddrPort(buf, oob)
@@ -119,7 +122,7 @@ func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error 
 			continue
 		}
 		src, dst = unmapPort(src), unmapPort(dst)
-		u.send(ctx, outFlow{src, dst}, dst, buf[:n], func() (func([]byte) error, func(), error) {
+		s.send(outFlow{src, dst}, dst, buf[:n], func() (func([]byte) error, func(), error) {
 			return outReplySocket(dst, src)
 		})
 	}
@@ -127,13 +130,19 @@ func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error 
 
 // ServeFixed relays the datagrams arriving at conn, a socket bound to a
 // loopback address inside, to to on the host, and the answers back from
-// conn, until ctx is done.
+// conn, until ctx is done; then it closes conn and every flow and returns
+// once every flow goroutine has ended.
 func (u *UDPOutbound) ServeFixed(ctx context.Context, conn *net.UDPConn, to netip.AddrPort) error {
+	a, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok || a == nil {
+		return errors.New("serving outbound UDP: the socket has no local address")
+	}
+	local := unmapPort(a.AddrPort())
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	defer u.closeAll()
-	local := unmapPort(conn.LocalAddr().(*net.UDPAddr).AddrPort())
-	buf := make([]byte, 65536)
+	s := u.server(ctx)
+	defer s.shutdown()
+	buf := make([]byte, maxDatagram)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -143,7 +152,7 @@ func (u *UDPOutbound) ServeFixed(ctx context.Context, conn *net.UDPConn, to neti
 			continue
 		}
 		src = unmapPort(src)
-		u.send(ctx, outFlow{src, local}, to, buf[:n], func() (func([]byte) error, func(), error) {
+		s.send(outFlow{src, local}, to, buf[:n], func() (func([]byte) error, func(), error) {
 			return func(b []byte) error {
 				_, err := conn.WriteToUDPAddrPort(b, src)
 				return err
@@ -152,106 +161,223 @@ func (u *UDPOutbound) ServeFixed(ctx context.Context, conn *net.UDPConn, to neti
 	}
 }
 
+// udpOutServer is the state of one Serve call.
+type udpOutServer struct {
+	u     *UDPOutbound
+	ctx   context.Context
+	idle  time.Duration
+	flows *flowTable[outFlow, *outUDPFlow]
+	wg    sync.WaitGroup // flow goroutines
+	// bufs holds buffers for the answers, taken only while one is read
+	// and sent, so that waiting flows hold none.
+	bufs sync.Pool
+}
+
+func (u *UDPOutbound) server(ctx context.Context) *udpOutServer {
+	idle := cmp.Or(u.Idle, defaultUDPIdle)
+	s := &udpOutServer{
+		u:     u,
+		ctx:   ctx,
+		idle:  idle,
+		flows: newFlowTable[outFlow, *outUDPFlow](idle, cmp.Or(u.MaxFlows, defaultMaxFlows)),
+	}
+	s.bufs.New = func() any {
+		b := make([]byte, maxDatagram)
+		return &b
+	}
+	return s
+}
+
+// shutdown closes every flow and waits for their goroutines.
+func (s *udpOutServer) shutdown() {
+	for _, e := range s.flows.removeAll() {
+		e.value.close()
+	}
+	s.wg.Wait()
+}
+
+// outUDPFlow is one flow of a program to a destination.
+type outUDPFlow struct {
+	key    outFlow
+	to     netip.AddrPort // where the host socket connects
+	entry  *flowEntry[outFlow, *outUDPFlow]
+	cancel context.CancelFunc // ends the opening
+
+	mu sync.Mutex // guards the fields below
+	// host is the host socket connected to to, nil until the flow is
+	// open; queue holds copies of the datagrams that came before.
+	host       *net.UDPConn
+	queue      [][]byte
+	closeReply func()
+	closed     bool
+}
+
 // send passes b on in flow k, opening the flow (a host socket connected to
-// to, and the way back that open makes) if it is new.
-func (u *UDPOutbound) send(ctx context.Context, k outFlow, to netip.AddrPort, b []byte, open func() (func([]byte) error, func(), error)) {
-	u.mu.Lock()
-	if u.flows == nil {
-		u.flows = make(map[outFlow]*outUDPFlow)
+// to, and the way back that open makes) on a goroutine of its own if it is
+// new. It runs on the goroutine that reads the programs' datagrams and
+// never waits for the pool or a connect.
+func (s *udpOutServer) send(k outFlow, to netip.AddrPort, b []byte, open func() (func([]byte) error, func(), error)) {
+	if e := s.flows.get(k); e != nil {
+		e.value.send(s, b)
+		return
 	}
-	f, ok := u.flows[k]
-	if ok {
-		f.last = time.Now()
+	ctx, cancel := context.WithCancel(s.ctx)
+	f := &outUDPFlow{key: k, to: to, cancel: cancel, queue: [][]byte{bytes.Clone(b)}}
+	var removed *flowEntry[outFlow, *outUDPFlow]
+	f.entry, removed = s.flows.add(k, f)
+	if removed != nil {
+		s.u.Logger.Debug("too many UDP flows, closing the one idle longest", "src", removed.key.src, "dst", removed.key.dst,
+			"idle", s.flows.idle(removed))
+		removed.value.close()
 	}
-	full := len(u.flows) >= cmp.Or(u.MaxFlows, defaultMaxFlows)
-	u.mu.Unlock()
-	if !ok {
-		if full {
-			u.Logger.Debug("too many UDP flows, dropping a datagram", "src", k.src, "dst", k.dst)
-			return
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.run(ctx, f, open)
+	}()
+}
+
+// send sends b to the destination, or queues a copy while f opens.
+func (f *outUDPFlow) send(s *udpOutServer, b []byte) {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	host := f.host
+	if host == nil {
+		queued := len(f.queue) < outQueueLen
+		if queued {
+			f.queue = append(f.queue, bytes.Clone(b))
 		}
-		var err error
-		f, err = u.open(ctx, k, to, open)
-		if err != nil {
-			u.Stats.failed()
-			u.Logger.Debug("cannot open a UDP flow", "src", k.src, "dst", to, "err", err)
-			return
+		f.mu.Unlock()
+		if !queued {
+			s.u.Logger.Debug("UDP flow still opening, dropping a datagram", "src", f.key.src, "dst", f.key.dst)
 		}
+		return
 	}
-	if _, err := f.host.Write(b); err == nil {
-		countDatagram(u.Stats, len(b), true)
+	f.mu.Unlock()
+	if _, err := host.Write(b); err == nil {
+		countDatagram(s.u.Stats, len(b), true)
 	}
 }
 
-func (u *UDPOutbound) open(ctx context.Context, k outFlow, to netip.AddrPort, open func() (func([]byte) error, func(), error)) (*outUDPFlow, error) {
-	s, err := u.Pool.Get(ctx, KindFor(UDP, to.Addr()))
-	if err != nil {
-		return nil, err
+// close closes f's sockets and ends its opening; its goroutine then ends.
+func (f *outUDPFlow) close() {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return
 	}
-	host, err := connectHostUDP(s, to)
+	f.closed = true
+	host, closeReply := f.host, f.closeReply
+	f.queue = nil
+	f.mu.Unlock()
+	f.cancel()
+	if host != nil {
+		host.Close()
+	}
+	if closeReply != nil {
+		closeReply()
+	}
+}
+
+// run opens flow f, sends what was queued meanwhile, and moves the answers
+// to the program until f is idle, evicted, or the relay shuts down.
+func (s *udpOutServer) run(ctx context.Context, f *outUDPFlow, open func() (func([]byte) error, func(), error)) {
+	host, reply, closeReply, err := s.open(ctx, f.to, open)
 	if err != nil {
-		return nil, err
+		s.flows.remove(f.entry)
+		f.mu.Lock()
+		closed := f.closed
+		f.mu.Unlock()
+		f.close()
+		if !closed && ctx.Err() == nil { // not closed while it opened
+			s.u.Stats.failed()
+			s.u.Logger.Debug("cannot open a UDP flow", "src", f.key.src, "dst", f.to, "err", err)
+		}
+		return
+	}
+	// Send the queue in order; the flow is open to send once it is empty.
+	for {
+		f.mu.Lock()
+		queue := f.queue
+		f.queue = nil
+		closed := f.closed
+		if len(queue) == 0 && !closed {
+			f.host, f.closeReply = host, closeReply
+		}
+		f.mu.Unlock()
+		if closed {
+			host.Close()
+			closeReply()
+			return
+		}
+		if len(queue) == 0 {
+			break
+		}
+		for _, b := range queue {
+			if _, err := host.Write(b); err == nil {
+				countDatagram(s.u.Stats, len(b), true)
+			}
+		}
+	}
+	s.u.Stats.opened()
+	s.u.Logger.Debug("UDP flow open", "src", f.key.src, "dst", f.key.dst, "host", f.to)
+	s.back(f, host, reply)
+	s.flows.remove(f.entry)
+	f.close()
+	s.u.Stats.closed(0, 0)
+	s.u.Logger.Debug("UDP flow closed", "src", f.key.src, "dst", f.key.dst)
+}
+
+// open connects a host socket from the pool to to and makes the way back.
+func (s *udpOutServer) open(ctx context.Context, to netip.AddrPort, open func() (func([]byte) error, func(), error)) (*net.UDPConn, func([]byte) error, func(), error) {
+	sock, err := s.u.Pool.Get(ctx, KindFor(UDP, to.Addr()))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	host, err := connectHostUDP(sock, to)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	reply, closeReply, err := open()
 	if err != nil {
 		host.Close()
-		return nil, err
+		return nil, nil, nil, err
 	}
-	f := &outUDPFlow{host: host, reply: reply, close: closeReply, last: time.Now()}
-	u.mu.Lock()
-	u.flows[k] = f
-	u.mu.Unlock()
-	u.Stats.opened()
-	u.Logger.Debug("UDP flow open", "src", k.src, "dst", k.dst, "host", to)
-	go u.back(k, f)
-	return f, nil
+	return host, reply, closeReply, nil
 }
 
-// back moves the answers of flow f to the program until f is idle.
-func (u *UDPOutbound) back(k outFlow, f *outUDPFlow) {
-	idle := cmp.Or(u.Idle, defaultUDPIdle)
-	buf := make([]byte, 65536)
+// back moves the answers that arrive on host to the program until f is
+// idle or closed.
+func (s *udpOutServer) back(f *outUDPFlow, host *net.UDPConn, reply func([]byte) error) {
+	rd, err := newPooledReader(host, &s.bufs)
+	if err != nil {
+		return
+	}
 	for {
-		f.host.SetReadDeadline(time.Now().Add(idle))
-		n, err := f.host.Read(buf)
+		host.SetReadDeadline(time.Now().Add(s.idle - s.flows.idle(f.entry)))
+		n, err := rd.read()
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				u.mu.Lock()
-				recent := time.Since(f.last) < idle
-				u.mu.Unlock()
-				if recent {
-					continue
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				if s.flows.expire(f.entry) {
+					return
 				}
-			} else if !errors.Is(err, net.ErrClosed) {
-				// ECONNREFUSED and the like (an ICMP error from the
-				// destination): the flow goes on.
-				continue
+			case errors.Is(err, net.ErrClosed):
+				return
 			}
-			break
+			// ECONNREFUSED and the like (an ICMP error from the
+			// destination): the flow goes on.
+			continue
 		}
-		u.mu.Lock()
-		f.last = time.Now()
-		u.mu.Unlock()
-		if f.reply(buf[:n]) == nil {
-			countDatagram(u.Stats, n, false)
+		s.flows.touch(f.entry)
+		err = reply((*rd.buf)[:n])
+		rd.release()
+		if err == nil {
+			countDatagram(s.u.Stats, n, false)
 		}
-	}
-	u.mu.Lock()
-	if u.flows[k] == f {
-		delete(u.flows, k)
-	}
-	u.mu.Unlock()
-	f.host.Close()
-	f.close()
-	u.Stats.closed(0, 0)
-	u.Logger.Debug("UDP flow closed", "src", k.src, "dst", k.dst)
-}
-
-func (u *UDPOutbound) closeAll() {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, f := range u.flows {
-		f.host.Close()
 	}
 }
 
@@ -274,16 +400,17 @@ func outReplySocket(dst, src netip.AddrPort) (func([]byte) error, func(), error)
 }
 
 // outOrigDst reads IP_ORIGDSTADDR or IPV6_ORIGDSTADDR from control messages.
+// (x/sys's ParseOrigDstAddr reads the address without checking its length;
+// ParseSockaddr checks it.)
 func outOrigDst(oob []byte) (netip.AddrPort, bool) {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
+	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return netip.AddrPort{}, false
 	}
 	for _, m := range msgs {
 		if (m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR) ||
 			(m.Header.Level == unix.SOL_IPV6 && m.Header.Type == unix.IPV6_ORIGDSTADDR) {
-			ap, err := parseOrigSockaddr(m.Data)
-			return ap, err == nil
+			return ParseSockaddr(m.Data)
 		}
 	}
 	return netip.AddrPort{}, false
