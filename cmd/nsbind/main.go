@@ -1,6 +1,3 @@
-// Command nsbind runs a server that wants a privileged port without root:
-// the server starts in a new user and network namespace, where it may bind
-// any port, and nsbind publishes that port on the host.
 package main
 
 import (

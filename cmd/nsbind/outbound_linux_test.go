@@ -212,7 +212,7 @@ func TestOutboundFlagErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := outRun(t, nil, append(tt.args, "--", "true")...)
+			code, _, stderr := runInProcess(t, append(append([]string{"run"}, tt.args...), "--", "true")...)
 			if code != exitFailed || !strings.Contains(stderr, tt.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Fatalf("exit %d, stderr %q; want %d and one line with %q", code, stderr, exitFailed, tt.want)
 			}

@@ -132,7 +132,7 @@ func (r *run) plan() error {
 // fdSlack is what the parent and the helper need beyond the host sockets:
 // standard descriptors, the control channel, the runtime's own, the first
 // connections.
-const fdSlack = 64
+const fdSlack = 16
 
 // bindHostSockets binds every host socket, after checking that the
 // descriptor limit leaves room for them in the parent and the helper.
