@@ -213,7 +213,7 @@ func serveSYNs(ctx context.Context, q *nsutil.Queue, out *forward.Outbound, logg
 		for _, s := range syns {
 			go func() {
 				err := out.Dial(ctx, s.Src, s.Dst)
-				if err := q.Verdict(s, queueVerdict[verdictFor(err)]); err != nil && ctx.Err() == nil {
+				if err := q.Verdict(s, verdictFor(err).queue()); err != nil && ctx.Err() == nil {
 					logger.Debug("giving a queued SYN its verdict", "dst", s.Dst, "err", err)
 				}
 			}()
@@ -221,14 +221,21 @@ func serveSYNs(ctx context.Context, q *nsutil.Queue, out *forward.Outbound, logg
 	}
 }
 
-// queueVerdict is how the queue carries out each verdict.
-var queueVerdict = [...]nsutil.Verdict{
-	accept:      nsutil.VerdictAccept,
-	refuse:      nsutil.VerdictRefuse,
-	hostUnreach: nsutil.VerdictHostUnreach,
-	netUnreach:  nsutil.VerdictNetUnreach,
-	prohibited:  nsutil.VerdictProhibited,
-	drop:        nsutil.VerdictDrop,
+// queue is the verdict as the queue carries it out.
+func (v verdict) queue() nsutil.Verdict {
+	switch v {
+	case accept:
+		return nsutil.VerdictAccept
+	case refuse:
+		return nsutil.VerdictRefuse
+	case hostUnreach:
+		return nsutil.VerdictHostUnreach
+	case netUnreach:
+		return nsutil.VerdictNetUnreach
+	case prohibited:
+		return nsutil.VerdictProhibited
+	}
+	return nsutil.VerdictDrop
 }
 
 type closer interface{ Close() error }
