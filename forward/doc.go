@@ -30,5 +30,6 @@
 // Serve returns only after every connection or flow goroutine has ended.
 // Stats may be read from any goroutine. Outbound.Dial and Serve, UDPOutbound's Serve methods and
 // every SocketPool method may run on any goroutines.
-// forward never imports nsutil; cmd/nsbind wires the two together.
+// forward never imports nsutil; internal/parent and internal/helper wire
+// the two together.
 package forward

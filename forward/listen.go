@@ -126,6 +126,16 @@ func bindOne(b Binding) (HostSocket, error) {
 	var lc net.ListenConfig
 	// The relay splices between plain TCP sockets; MPTCP sockets cannot splice.
 	lc.SetMultipathTCP(false)
+	if b.Proto == TCP && b.Host.Port() == 0 {
+		// A port the kernel picks is free: it needs no SO_REUSEADDR, which
+		// Go sets on listeners. With it, bind(0) searches only the lower
+		// half of the ephemeral range first, through every port taken
+		// already: thousands of ports took quadratic time.
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0) })
+			return nil
+		}
+	}
 	addr := b.Host.String()
 	var (
 		f     *os.File

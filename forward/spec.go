@@ -223,6 +223,13 @@ func (b Binding) Wildcard() bool { return b.Host.Addr().IsUnspecified() }
 // port, and refuses two specs that claim the same host socket.
 func Expand(specs []Spec) ([]Binding, error) {
 	var out []Binding
+	// Only bindings of one protocol and host port can conflict: index
+	// them so, or thousands of ports take a quadratic time to check.
+	type protoPort struct {
+		proto Proto
+		port  uint16
+	}
+	byPort := make(map[protoPort][]int)
 	for _, s := range specs {
 		addrs := []netip.Addr{s.HostAddr}
 		def := !s.HostAddr.IsValid()
@@ -237,11 +244,15 @@ func Expand(specs []Spec) ([]Binding, error) {
 			for _, a := range addrs {
 				b := Binding{Proto: s.Proto, Host: netip.AddrPortFrom(a, hostPort),
 					Inside: s.Inside.Start + uint16(i), Spec: s, Default: def}
-				for _, o := range out {
-					if conflicts(o, b) {
+				key := protoPort{b.Proto, hostPort}
+				for _, j := range byPort[key] {
+					if o := out[j]; conflicts(o, b) {
 						return nil, fmt.Errorf("port specs %q and %q both claim host %s %s",
 							o.Spec.String(), s.String(), b.Proto, hostString(b.Host))
 					}
+				}
+				if hostPort != 0 {
+					byPort[key] = append(byPort[key], len(out))
 				}
 				out = append(out, b)
 			}

@@ -29,13 +29,13 @@ func BenchmarkCtrlSocketRoundTrip(b *testing.B) {
 	defer parent.Close()
 	go func() {
 		for {
-			m, files, err := parent.Recv()
+			m, files, err := Expect[WantSockets](parent)
 			if err != nil {
 				return
 			}
 			fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			f := os.NewFile(uintptr(fd), "sock")
-			parent.Send(Msg{Type: MsgSockets, Kind: m.Kind}, f)
+			parent.Send(Sockets{Kind: m.Kind}, f)
 			f.Close()
 			for _, f := range files {
 				f.Close()
@@ -43,7 +43,7 @@ func BenchmarkCtrlSocketRoundTrip(b *testing.B) {
 		}
 	}()
 	for b.Loop() {
-		if err := helper.Send(Msg{Type: MsgSockets, Kind: "tcp4", N: 1}); err != nil {
+		if err := helper.Send(WantSockets{Kind: "tcp4", N: 1}); err != nil {
 			b.Fatal(err)
 		}
 		_, files, err := helper.Recv()

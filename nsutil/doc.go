@@ -2,8 +2,8 @@
 // in new user, network, PID and mount namespaces (start_linux.go), sets the
 // namespace up from inside (init_linux.go), runs the server through the exec
 // step that drops every capability (exec_linux.go), supervises it
-// (supervise_linux.go), carries messages between nsbind and its helper
-// (ctrl_linux.go), and, for --direct, traps the server's bind(2) with a
+// (supervise_linux.go), holds the control protocol between nsbind's
+// processes, every message in one table (ctrl.go), and, for --direct, traps the server's bind(2) with a
 // seccomp filter whose listener the helper answers (seccomp_linux.go). With
 // --net=veth (privileged) it also makes the run's veth pair (veth_linux.go)
 // and the run's nftables table on the host (hostrules_linux.go). It reads
@@ -37,5 +37,9 @@
 // per thread. BindListener.Next is called from one goroutine at a time; its
 // answers (Continue, Replace...) and Close from any.
 //
-// nsutil never imports forward: cmd/nsbind hands forward the sockets.
+// The control protocol (ctrl.go) and the errors that cross it (errors.go)
+// build anywhere; the rest is Linux only.
+//
+// nsutil never imports forward: internal/parent and internal/helper hand
+// forward the sockets.
 package nsutil

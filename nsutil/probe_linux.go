@@ -1,7 +1,6 @@
 package nsutil
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -222,16 +220,14 @@ func Probe(cfg ProbeConfig) ProbeResult {
 	defer h.Ctrl.Close()
 	r.PIDNamespace, r.NoPIDNamespace = h.PIDNamespace, h.NoPIDNamespace
 	type answer struct {
-		m   Msg
+		rep ProbeReport
 		err error
 	}
 	answered := make(chan answer, 1)
 	go func() {
-		m, files, err := h.Ctrl.Recv()
-		for _, f := range files {
-			f.Close()
-		}
-		answered <- answer{m, err}
+		rep, files, err := Expect[ProbeReport](h.Ctrl)
+		closeFiles(files)
+		answered <- answer{rep, err}
 	}()
 	select {
 	case a := <-answered:
@@ -240,20 +236,14 @@ func Probe(cfg ProbeConfig) ProbeResult {
 			r.Report = errors.New("the probe ended without a report")
 		case a.err != nil:
 			r.Report = a.err
-		case a.m.Type != MsgProbe:
-			r.Report = fmt.Errorf("the probe sent %q, not a report", a.m.Type)
 		default:
-			var rep insideReport
-			if err := json.Unmarshal(a.m.Data, &rep); err != nil {
-				r.Report = fmt.Errorf("reading the probe's report: %w", err)
-				break
-			}
-			r.Setup = rep.Setup.err()
-			r.ProcMount = rep.ProcMount.err()
-			r.Transparent = rep.Transparent.err()
-			r.PolicyRouting = rep.PolicyRouting.err()
-			r.SeccompNotify = rep.SeccompNotify.err()
-			r.Outbound = rep.Outbound.err()
+			rep := a.rep
+			r.Setup = rep.Setup.Err()
+			r.ProcMount = rep.ProcMount.Err()
+			r.Transparent = rep.Transparent.Err()
+			r.PolicyRouting = rep.PolicyRouting.Err()
+			r.SeccompNotify = rep.SeccompNotify.Err()
+			r.Outbound = rep.Outbound.Err()
 		}
 	case <-time.After(cfg.Timeout):
 		r.Report = fmt.Errorf("the probe did not report within %v", cfg.Timeout)
@@ -268,81 +258,26 @@ func Probe(cfg ProbeConfig) ProbeResult {
 	return r
 }
 
-// insideReport is what ProbeInside sends back, one entry per step.
-type insideReport struct {
-	Setup         *stepError `json:"setup,omitempty"`
-	ProcMount     *stepError `json:"proc,omitempty"`
-	Transparent   *stepError `json:"transparent,omitempty"`
-	PolicyRouting *stepError `json:"policy_routing,omitempty"`
-	SeccompNotify *stepError `json:"seccomp_notify,omitempty"`
-	Outbound      *stepError `json:"outbound,omitempty"`
-}
-
-// stepError is an error as it crosses from the probe: its text, the
-// NamespaceError step if any, and the errno, so that errors.Is works on
-// the other side.
-type stepError struct {
-	Step  string        `json:"step,omitempty"`
-	Text  string        `json:"text"`
-	Errno syscall.Errno `json:"errno,omitempty"`
-}
-
-func (e *stepError) Error() string { return e.Text }
-
-func (e *stepError) Unwrap() error {
-	if e.Errno == 0 {
-		return nil
-	}
-	return e.Errno
-}
-
-func newStepError(err error) *stepError {
-	if err == nil {
-		return nil
-	}
-	e := &stepError{Text: err.Error()}
-	var ne *NamespaceError
-	if errors.As(err, &ne) {
-		e.Step, e.Text = ne.Step, ne.Err.Error()
-	}
-	errors.As(err, &e.Errno)
-	return e
-}
-
-func (e *stepError) err() error {
-	switch {
-	case e == nil:
-		return nil
-	case e.Step != "":
-		return &NamespaceError{Step: e.Step, Err: e}
-	}
-	return e
-}
-
 // ProbeInside is the probe role, run by Probe inside fresh namespaces: it
 // sets them up as the helper does, tries what the optional features need,
 // and sends the report on ctrl.
 func ProbeInside(ctrl *Ctrl) error {
-	var rep insideReport
+	var rep ProbeReport
 	// In the helper's order: a fresh /proc first, which brings a fresh
 	// /proc/sys that the sysctl is written through.
 	if os.Getpid() == 1 {
-		rep.ProcMount = newStepError(MountProc())
+		rep.ProcMount = NewStepError(MountProc())
 	}
 	setup := SetupLoopback()
-	rep.Setup = newStepError(setup)
+	rep.Setup = NewStepError(setup)
 	if setup == nil {
-		rep.Transparent = newStepError(probeTransparent())
-		rep.PolicyRouting = newStepError(probePolicyRouting())
-		rep.Outbound = newStepError(ProbeOutbound())
+		rep.Transparent = NewStepError(probeTransparent())
+		rep.PolicyRouting = NewStepError(probePolicyRouting())
+		rep.Outbound = NewStepError(ProbeOutbound())
 	}
 	// Last: it leaves a filter on one thread of this process.
-	rep.SeccompNotify = newStepError(probeSeccompNotify())
-	b, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
-	return ctrl.Send(Msg{Type: MsgProbe, Data: b})
+	rep.SeccompNotify = NewStepError(probeSeccompNotify())
+	return ctrl.Send(rep)
 }
 
 // probeTransparent checks that a socket inside may use IP_TRANSPARENT (and

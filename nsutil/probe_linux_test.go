@@ -51,23 +51,23 @@ func TestStatusValue(t *testing.T) {
 // control channel, so that cmd/nsbind can diagnose it as it does run's.
 func TestStepErrorRoundTrip(t *testing.T) {
 	sent := &NamespaceError{Step: StepPortSysctl, Err: fmt.Errorf("open: %w", syscall.EROFS)}
-	b, err := json.Marshal(insideReport{Setup: newStepError(sent), Transparent: newStepError(syscall.EPERM)})
+	b, err := json.Marshal(ProbeReport{Setup: NewStepError(sent), Transparent: NewStepError(syscall.EPERM)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep insideReport
+	var rep ProbeReport
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}
 	var ne *NamespaceError
-	got := rep.Setup.err()
+	got := rep.Setup.Err()
 	if !errors.As(got, &ne) || ne.Step != StepPortSysctl || !errors.Is(got, syscall.EROFS) || got.Error() != sent.Error() {
 		t.Fatalf("setup error came back as %#v (%v)", got, got)
 	}
-	if got := rep.Transparent.err(); !errors.Is(got, syscall.EPERM) {
+	if got := rep.Transparent.Err(); !errors.Is(got, syscall.EPERM) {
 		t.Fatalf("transparent error came back as %v", got)
 	}
-	if rep.SeccompNotify.err() != nil {
+	if rep.SeccompNotify.Err() != nil {
 		t.Fatal("a step that worked came back as an error")
 	}
 }

@@ -12,13 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CtrlFD is the descriptor of the control channel in the helper; the files
-// of Config.Files follow it from FirstFD on.
-const (
-	CtrlFD  = 3
-	FirstFD = 4
-)
-
 // helperCaps are the ambient capabilities the helper keeps after its exec,
 // although it runs as the user's own uid inside (fact 8 of DESIGN.md):
 // CAP_NET_ADMIN brings lo up and writes the namespace's net sysctls,
@@ -34,11 +27,13 @@ func helperCaps() []uintptr {
 // Config says how to start the helper.
 type Config struct {
 	// Path is the program to run (nsbind itself), Args its arguments
-	// (Args[0] included) and Env its environment.
+	// (Args[0], the role, included) and Env its environment.
 	Path string
 	Args []string
 	Env  []string
-	// Files are inherited by the helper from FirstFD on.
+	// Files are inherited by the helper from FirstFD on (the control
+	// channel is CtrlFD). Thousands are fine: the kernel bounds them only
+	// by the descriptor limit, unlike the environment.
 	Files []*os.File
 	// Root maps the user to uid and gid 0 inside instead of to itself.
 	Root bool
@@ -170,23 +165,3 @@ func (h *Helper) Kill() error {
 	}
 	return err
 }
-
-// The steps of creating and setting up nsbind's namespaces that a host can
-// refuse, as NamespaceError.Step says them.
-const (
-	StepCreate     = "creating the namespaces"
-	StepLoopback   = "bringing lo up"
-	StepPortSysctl = "setting net.ipv4.ip_unprivileged_port_start to 0 inside"
-)
-
-// NamespaceError is a host refusing one step of creating or setting up the
-// namespaces (Start, SetupLoopback). Err carries the errno; cmd/nsbind turns
-// it into the cause and the fix.
-type NamespaceError struct {
-	Step string
-	Err  error
-}
-
-func (e *NamespaceError) Error() string { return e.Step + ": " + e.Err.Error() }
-
-func (e *NamespaceError) Unwrap() error { return e.Err }

@@ -95,8 +95,8 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("starting the server: %w", err)
 	}
 	if len(b) > 0 {
-		var m Msg
-		if err := json.Unmarshal(b, &m); err != nil {
+		var m Fail
+		if err := json.Unmarshal(b, &m); err != nil || m.Err == nil {
 			return nil, fmt.Errorf("starting the server: bad report from the exec step: %q", b)
 		}
 		return nil, execReportError{m}
@@ -105,9 +105,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 }
 
 // execReportError carries the exec step's failure, with its exit code.
-type execReportError struct{ m Msg }
+type execReportError struct{ m Fail }
 
-func (e execReportError) Error() string { return e.m.Text }
+func (e execReportError) Error() string { return e.m.Err.Error() }
+
+func (e execReportError) Unwrap() error { return e.m.Err }
 
 // ReportExecError is called by the exec step when ExecServer failed: it
 // writes err for StartServer to read and returns the exit status to use.
@@ -117,7 +119,7 @@ func ReportExecError(err error) int {
 	if errors.As(err, &ee) {
 		code = ee.Code()
 	}
-	b, _ := json.Marshal(Msg{Type: MsgFail, Code: code, Text: err.Error()})
+	b, _ := json.Marshal(Fail{Code: code, Err: NewStepError(err)})
 	f := os.NewFile(ExecReportFD, "report")
 	f.Write(b)
 	f.Close()
@@ -204,4 +206,13 @@ func ignoreGone(err error) error {
 		return nil
 	}
 	return err
+}
+
+// ForwardedSignals are the signals the parent passes on to the server
+// when nsbind gets them; the helper ignores them for itself.
+func ForwardedSignals() []os.Signal {
+	return []os.Signal{
+		syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
+	}
 }

@@ -36,11 +36,6 @@ import (
 // VethInside is the name of the namespace's end of the pair.
 const VethInside = "eth0"
 
-// MsgVethReady tells the helper that the parent has made the veth pair and
-// the host's rules: the helper configures eth0 and goes on. It is the
-// first message the parent sends in a --net=veth run.
-const MsgVethReady = "veth-ready"
-
 // Default subnets: the IPv4 /30 blocks of defaultPool4 and the /64s of
 // defaultPool6 (a ULA prefix), tried in order until one is free on the host.
 var (

@@ -82,8 +82,8 @@ func doctorCommand(args []string, stdout, stderr io.Writer) int {
 	facts := nsutil.ReadHostFacts()
 	probe := nsutil.Probe(nsutil.ProbeConfig{
 		Path:   exe,
-		Args:   []string{"nsbind-probe"},
-		Env:    append(os.Environ(), roleEnv+"="+roleProbe),
+		Args:   []string{nsutil.RoleProbe},
+		Env:    os.Environ(),
 		Stderr: os.Stderr,
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -100,7 +100,7 @@ func doctorCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// probeMain is the probe role: nsbind doctor starts it in fresh namespaces,
+// probeMain is the probe (argv[0] nsutil.RoleProbe): nsbind doctor starts it in fresh namespaces,
 // exactly as run starts its helper, and it reports what works inside.
 func probeMain() int {
 	ctrl, err := nsutil.NewCtrl(os.NewFile(nsutil.CtrlFD, "ctrl"))

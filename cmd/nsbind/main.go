@@ -1,6 +1,3 @@
-// Command nsbind runs a server that wants a privileged port without root:
-// the server starts in a new user and network namespace, where it may bind
-// any port, and nsbind publishes that port on the host.
 package main
 
 import (
@@ -9,19 +6,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-)
 
-// The role of a process is chosen here from an environment variable that
-// only nsbind sets: the CLI (no variable), the helper inside the namespaces
-// ("init"), the exec step that becomes the server ("exec"), or the probe
-// that nsbind doctor starts in fresh namespaces ("probe").
-const (
-	roleEnv    = "NSBIND_ROLE"
-	roleInit   = "init"
-	roleExec   = "exec"
-	roleProbe  = "probe"
-	configEnv  = "NSBIND_CONFIG"
-	keepCapEnv = "NSBIND_KEEP_CAPS"
+	"github.com/nsbind/nsbind/internal/helper"
+	"github.com/nsbind/nsbind/nsutil"
 )
 
 // Exit statuses of nsbind's own failures; otherwise nsbind exits with the
@@ -42,15 +29,32 @@ func main() {
 	// limit in the programs it starts, so the server keeps the user's
 	// (TestFileLimit checks both). nsbind calls no setrlimit of its own: that
 	// would hand the raised limit on to the server.
-	switch os.Getenv(roleEnv) {
-	case roleInit:
-		os.Exit(helperMain())
-	case roleExec:
-		os.Exit(execMain())
-	case roleProbe:
-		os.Exit(probeMain())
+	if code, ok := playRole(os.Args); ok {
+		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// playRole plays the role of a process nsbind started itself: the helper
+// inside the namespaces, the exec step that becomes the server, or nsbind
+// doctor's probe. nsbind re-executes itself with the role as argv[0]
+// (nsutil.RoleInit...), which nothing in the user's environment can set;
+// any other argv[0] is the CLI (ok false). The helper then also needs its
+// control channel on descriptor 3 and its configuration as the first
+// message there.
+func playRole(args []string) (code int, ok bool) {
+	if len(args) == 0 {
+		return 0, false
+	}
+	switch args[0] {
+	case nsutil.RoleInit:
+		return helper.Main(), true
+	case nsutil.RoleExec:
+		return helper.ExecMain(args[1:]), true
+	case nsutil.RoleProbe:
+		return probeMain(), true
+	}
+	return 0, false
 }
 
 const usage = `nsbind runs a server that wants a privileged port (80, 443, 22, 53...) without

@@ -10,21 +10,21 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/nsbind/nsbind/internal/parent"
 )
+
+// portEntry is one line of the --ports-file the tests read.
+type portEntry = parent.PortEntry
 
 // TestMain lets the test binary play every part of a run, so the end-to-end
 // tests need no separate build and can run as any user:
-//   - nsbind's helper and exec step (chosen by the role variable, as in main),
+//   - nsbind's helper, exec step and probe (chosen by argv[0], as in main),
 //   - the nsbind CLI ("__nsbind ARGS..."),
 //   - small real servers for the tests ("__server KIND PORT").
 func TestMain(m *testing.M) {
-	switch os.Getenv(roleEnv) {
-	case roleInit:
-		os.Exit(helperMain())
-	case roleExec:
-		os.Exit(execMain())
-	case roleProbe:
-		os.Exit(probeMain())
+	if code, ok := playRole(os.Args); ok {
+		os.Exit(code)
 	}
 	if len(os.Args) > 1 {
 		switch os.Args[1] {

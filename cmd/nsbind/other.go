@@ -14,10 +14,6 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	return exitUnsupported
 }
 
-func helperMain() int { return exitUnsupported }
-
-func execMain() int { return exitUnsupported }
-
 func doctorCommand(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "nsbind: nsbind runs on Linux only (it needs user and network namespaces)")
 	return 1

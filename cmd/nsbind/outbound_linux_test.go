@@ -18,9 +18,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nsbind/nsbind/forward"
-	"github.com/nsbind/nsbind/nsutil"
 )
 
 // connectProbe is a client for programs inside: it connects to HOST PORT
@@ -215,7 +212,7 @@ func TestOutboundFlagErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := outRun(t, nil, append(tt.args, "--", "true")...)
+			code, _, stderr := runInProcess(t, append(append([]string{"run"}, tt.args...), "--", "true")...)
 			if code != exitFailed || !strings.Contains(stderr, tt.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 				t.Fatalf("exit %d, stderr %q; want %d and one line with %q", code, stderr, exitFailed, tt.want)
 			}
@@ -450,24 +447,4 @@ func writeRandomFile(t *testing.T, path string, size int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-func TestVerdictFor(t *testing.T) {
-	tests := []struct {
-		err  error
-		want nsutil.Verdict
-	}{
-		{nil, nsutil.VerdictAccept},
-		{fmt.Errorf("connect: %w", syscall.ECONNREFUSED), nsutil.VerdictRefuse},
-		{syscall.EHOSTUNREACH, nsutil.VerdictHostUnreach},
-		{syscall.ENETUNREACH, nsutil.VerdictNetUnreach},
-		{syscall.EACCES, nsutil.VerdictProhibited},
-		{syscall.ETIMEDOUT, nsutil.VerdictDrop},
-		{forward.ErrNoHostSocket, nsutil.VerdictDrop},
-	}
-	for _, tt := range tests {
-		if got := verdictFor(tt.err); got != tt.want {
-			t.Errorf("verdictFor(%v) = %v, want %v", tt.err, got, tt.want)
-		}
-	}
 }

@@ -1,31 +1,20 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
-	"golang.org/x/sys/unix"
 
 	"github.com/nsbind/nsbind/forward"
-	"github.com/nsbind/nsbind/nsutil"
+	"github.com/nsbind/nsbind/internal/logline"
+	"github.com/nsbind/nsbind/internal/parent"
 )
-
-// forwardedSignals are passed on to the server when nsbind gets them.
-var forwardedSignals = []os.Signal{
-	syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
-}
 
 type runOptions struct {
 	publish        []string
@@ -36,14 +25,13 @@ type runOptions struct {
 	portsFile      string
 	sourceAddress  string
 	proxyProtocol  string
-	proxyVersion   int
-	// Outbound connections (outbound.go, outbound_linux.go).
+	// Outbound connections (internal/parent, outbound.go).
 	toHost      []string
 	isolated    bool
 	resolvConf  string
 	udpTimeout  time.Duration
 	udpMaxFlows int
-	// --net and --subnet (veth.go, veth_linux.go).
+	// --net and --subnet (veth.go, veth_linux.go; internal/parent).
 	net              string
 	subnets          []string
 	subnet4, subnet6 netip.Prefix
@@ -115,7 +103,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: no command to run\nUsage: nsbind run [flags] [--] COMMAND [ARG...], e.g. nsbind run -p 80:8080 python3 -m http.server 80\n")
 		return exitFailed
 	}
-	level, err := parseLevel(o.logLevel)
+	level, err := logline.ParseLevel(o.logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "nsbind: %v\n", err)
 		return exitFailed
@@ -163,288 +151,24 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
 		return exitFailed
 	}
-	logger := newLogger(stderr, level)
-	o.proxyVersion = proxyVersion
-	return runParent(o, command, logger, stderr)
-}
-
-// runParent does the parent's part of a run: it binds the host sockets,
-// starts the helper, forwards signals and returns the exit status.
-func runParent(o runOptions, command []string, logger *slog.Logger, stderr io.Writer) int {
-	fail := func(code int, err error) int {
-		fmt.Fprintf(stderr, "nsbind: %s\n", describe(err))
-		return code
-	}
-	// Descriptors nsbind inherited are not for the helper or the server.
-	nsutil.CloseOnExecFrom(3)
-	var specs []forward.Spec
-	for _, p := range o.publish {
-		s, err := forward.ParseSpec(p)
-		if err != nil {
-			return fail(exitFailed, err)
-		}
-		specs = append(specs, s)
-	}
-	bindings, err := forward.Expand(specs)
-	if err != nil {
-		return fail(exitFailed, err)
-	}
-	outCfg, err := outboundFor(o.toHost, o.isolated, o.resolvConf, bindings)
-	if err != nil {
-		return fail(exitFailed, err)
-	}
-	// Fail on a command that cannot run before anything starts.
-	if _, err := nsutil.LookPath(command[0]); err != nil {
-		return fail(nsutil.FailureCode(err), err)
-	}
-	// Bind every host socket first: a busy or forbidden port fails here.
-	socks, err := forward.Bind(bindings, logger)
-	if err != nil {
-		return fail(exitFailed, err)
-	}
-	defer forward.CloseAll(socks)
-
-	cfg := helperConfig{
-		Command:        command,
-		Root:           o.root,
-		Foreground:     terminalIsOurs(),
-		LogLevel:       o.logLevel,
-		ConnectTimeout: o.connectTimeout,
-		SourceAddress:  o.sourceAddress,
-		ProxyProtocol:  o.proxyVersion,
-		Outbound:       outCfg,
-		UDPTimeout:     o.udpTimeout,
-		UDPMaxFlows:    o.udpMaxFlows,
-		Direct:         o.direct && len(socks) > 0,
-	}
-	// --net=veth: choose the veth's subnets before the helper starts, so
-	// its configuration can carry them (veth_linux.go).
-	var veth *vethRun
-	if o.net == netVeth {
-		var vc *vethConfig
-		veth, vc, err = prepareVeth(o)
-		if err != nil {
-			return fail(exitFailed, err)
-		}
-		defer veth.close(logger)
-		cfg.Veth = vc
-	}
-	files := make([]*os.File, len(socks))
-	for i, s := range socks {
-		files[i] = s.File
-		cfg.Sockets = append(cfg.Sockets, socketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside})
-	}
-	blob, err := json.Marshal(cfg)
-	if err != nil {
-		return fail(exitFailed, err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail(exitFailed, fmt.Errorf("finding nsbind's own binary: %w", err))
-	}
-
-	// Catch the signals to forward before the helper exists, so none is
-	// lost (or kills nsbind) in between.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, append(forwardedSignals, syscall.SIGCONT)...)
-	defer signal.Stop(sigs)
-
-	h, err := nsutil.Start(nsutil.Config{
-		Path:   self,
-		Args:   []string{"nsbind-init"},
-		Env:    append(os.Environ(), roleEnv+"="+roleInit, configEnv+"="+string(blob)),
-		Files:  files,
-		Root:   o.root,
-		Stdin:  os.Stdin,
-		Stdout: os.Stdout,
-		Stderr: os.Stderr,
-		Logger: logger,
+	return parent.Run(parent.Options{
+		Publish: o.publish, Command: command, Root: o.root, Quiet: o.quiet,
+		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
+		SourceAddress: o.sourceAddress, ProxyProtocol: proxyVersion,
+		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,
+		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
+		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
+		Direct: o.direct, Stats: o.stats,
+		CPUProfile: os.Getenv(profileEnv),
+		Logger:     logline.New(stderr, level),
+		Stderr:     stderr,
+		Describe:   describe,
 	})
-	if err != nil {
-		return fail(exitFailed, err)
-	}
-	// The helper holds the sockets now; when it ends, the ports close.
-	forward.CloseAll(socks)
-	socks = nil
-	if cfg.Foreground {
-		defer takeTerminal()
-	}
-	// --net=veth: the pair and the host's rules, then the helper goes on.
-	if veth != nil {
-		if err := veth.attach(h, cfg.Sockets, o.quiet, logger, stderr); err != nil {
-			h.Kill()
-			<-h.Done()
-			return fail(exitFailed, err)
-		}
-	}
-
-	// --direct: host sockets the server did not take are relayed from here.
-	relayCtx, stopHostRelays := context.WithCancel(context.Background())
-	defer stopHostRelays()
-	hostRelays := newHostRelays(relayCtx, h.Ctrl, cfg, logger)
-
-	received := make(chan nsutil.Msg, 4)
-	go func() {
-		defer close(received)
-		for {
-			m, files, err := h.Ctrl.Recv()
-			handled := err == nil && hostRelays.handle(m, files)
-			for _, f := range files {
-				f.Close()
-			}
-			if handled {
-				continue
-			}
-			if err != nil {
-				return
-			}
-			if m.Type == nsutil.MsgSockets {
-				supplySockets(h.Ctrl, m, logger)
-				continue
-			}
-			received <- m
-		}
-	}()
-
-	msgs := received
-	var (
-		result  = -1
-		started bool
-		stopped bool
-		stats   = statsCollector{}
-	)
-	// record takes the helper's report of how the run ended; it may come
-	// before or after the helper exits.
-	record := func(m nsutil.Msg) {
-		switch m.Type {
-		case nsutil.MsgFail:
-			fmt.Fprintf(stderr, "nsbind: %s\n", m.Text)
-			result = m.Code
-		case nsutil.MsgExit:
-			result = m.Code
-		case nsutil.MsgStats:
-			stats.add(m)
-		}
-	}
-	for {
-		select {
-		case sig := <-sigs:
-			s := sig.(syscall.Signal)
-			if s == syscall.SIGCONT {
-				if stopped {
-					stopped = false
-					h.Ctrl.Send(nsutil.Msg{Type: nsutil.MsgContinue, Foreground: cfg.Foreground && terminalIsOurs()})
-				}
-				continue
-			}
-			h.Ctrl.Send(nsutil.Msg{Type: nsutil.MsgSignal, Signal: int(s)})
-		case m, ok := <-msgs:
-			if !ok {
-				msgs = nil // the helper's end is closed; wait for it to exit
-				continue
-			}
-			switch m.Type {
-			case nsutil.MsgReady:
-				started = true
-				if !o.quiet {
-					for _, c := range cfg.Sockets {
-						fmt.Fprintf(stderr, "nsbind: %s → :%d/%s\n", c.Host, c.Inside, c.Proto)
-					}
-				}
-				if o.portsFile != "" {
-					if err := writePortsFile(o.portsFile, cfg.Sockets); err != nil {
-						logger.Error(err.Error())
-					}
-				}
-			case nsutil.MsgFail, nsutil.MsgExit, nsutil.MsgStats:
-				record(m)
-			case nsutil.MsgStopped:
-				// The server was stopped (Ctrl-Z): stop nsbind too, so the
-				// shell sees its job stopped and can continue it.
-				stopped = true
-				if cfg.Foreground {
-					takeTerminal()
-				}
-				syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-			}
-		case <-h.Done():
-			// Take what the helper sent before it ended.
-			for m := range received {
-				record(m)
-			}
-			if o.stats && started {
-				stats.print(stderr, cfg.Sockets)
-			}
-			if result >= 0 {
-				return result
-			}
-			st, werr := h.State()
-			what := "the helper ended unexpectedly"
-			if st != nil {
-				what += " (" + st.String() + ")"
-			} else if werr != nil {
-				what += ": " + werr.Error()
-			}
-			if started {
-				what += " while the server was running"
-			}
-			fmt.Fprintf(stderr, "nsbind: %s\n", what)
-			return exitFailed
-		}
-	}
 }
 
-// terminalIsOurs reports whether stdin is a terminal whose foreground
-// process group is nsbind's, as when a shell runs nsbind as a foreground
-// job. The server then gets the terminal.
-func terminalIsOurs() bool {
-	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
-	return err == nil && pgrp == syscall.Getpgrp()
-}
-
-// takeTerminal makes nsbind's process group the terminal's foreground group
-// again, after the server had it.
-func takeTerminal() {
-	// tcsetpgrp from a background group raises SIGTTOU, which would stop
-	// nsbind: ignore it for the call.
-	signal.Ignore(syscall.SIGTTOU)
-	defer signal.Reset(syscall.SIGTTOU)
-	unix.IoctlSetPointerInt(0, unix.TIOCSPGRP, syscall.Getpgrp())
-}
-
-// portEntry is one host socket in the --ports-file.
-type portEntry struct {
-	Proto      string `json:"proto"`
-	InsidePort uint16 `json:"inside_port"`
-	HostIP     string `json:"host_ip"`
-	HostPort   uint16 `json:"host_port"`
-}
-
-// writePortsFile writes the host sockets to path atomically: a script that
-// sees the file sees all of it.
-func writePortsFile(path string, socks []socketConfig) error {
-	entries := make([]portEntry, 0, len(socks))
-	for _, s := range socks {
-		entries = append(entries, portEntry{Proto: s.Proto, InsidePort: s.Inside, HostIP: s.Host.Addr().String(), HostPort: s.Host.Port()})
-	}
-	b, err := json.MarshalIndent(entries, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".nsbind-ports-*")
-	if err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing --ports-file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
-	}
-	return nil
-}
+// profileEnv names a file the helper writes a CPU profile of the relays to
+// (go tool pprof FILE), for work on the hot path; see README, Performance.
+// It is the one variable of nsbind's own that a user sets, and it changes
+// nothing but that a profile is written. No NSBIND_* variable reaches the
+// server.
+const profileEnv = "NSBIND_CPUPROFILE"

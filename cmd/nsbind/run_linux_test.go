@@ -308,7 +308,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "--direct", "--net=veth", "true"}, "--direct and --net=veth are two different data paths"},
 	}
 	for _, tt := range tests {
-		code, _, stderr := runNsbind(t, tt.args...)
+		code, _, stderr := runInProcess(t, tt.args...)
 		if code != 125 || !strings.Contains(stderr, tt.says) {
 			t.Errorf("nsbind %q: exit %d, stderr %q; want 125 saying %q", tt.args, code, stderr, tt.says)
 		}

@@ -264,7 +264,7 @@ func TestUDPBadFlags(t *testing.T) {
 		{[]string{"run", "--udp-timeout", "soon", "true"}, "--udp-timeout"},
 		{[]string{"run", "--udp-max-flows", "0", "true"}, "--udp-max-flows must be at least 1"},
 	} {
-		code, _, stderr := runNsbind(t, tt.args...)
+		code, _, stderr := runInProcess(t, tt.args...)
 		if code != 125 || !strings.Contains(stderr, tt.says) {
 			t.Errorf("nsbind %q: exit %d, stderr %q; want 125 saying %q", tt.args, code, stderr, tt.says)
 		}

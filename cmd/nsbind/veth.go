@@ -11,16 +11,6 @@ const (
 	netVeth  = "veth"  // a veth pair; published ports also reach the server through the kernel
 )
 
-// vethConfig tells the helper how to configure its end of the veth pair
-// ("eth0"). The addresses carry the subnet's prefix length; the IPv6 ones
-// are invalid when the run has no IPv6 on the veth.
-type vethConfig struct {
-	Inside4  netip.Prefix `json:"inside4"`
-	Gateway4 netip.Addr   `json:"gateway4"`
-	Inside6  netip.Prefix `json:"inside6,omitzero"`
-	Gateway6 netip.Addr   `json:"gateway6,omitzero"`
-}
-
 // parseSubnets reads the --subnet values: at most one IPv4 subnet with room
 // for two addresses (a /30 or larger) and at most one IPv6 subnet (a /126 or
 // larger; a /64 is usual). A family not given is the zero Prefix: nsbind

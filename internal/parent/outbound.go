@@ -1,4 +1,4 @@
-package main
+package parent
 
 import (
 	"bufio"
@@ -10,27 +10,8 @@ import (
 	"strings"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/nsutil"
 )
-
-// outboundConfig is what the helper needs to let programs inside reach
-// out (outbound_linux.go).
-type outboundConfig struct {
-	// Isolated: no way out at all (--isolated).
-	Isolated bool `json:"isolated,omitempty"`
-	// Forwards are loopback addresses inside that lead to the host's:
-	// --to-host ports and resolvers on a loopback address.
-	Forwards []hostForward `json:"forwards,omitempty"`
-	// ResolvConf, if set, is bind-mounted over /etc/resolv.conf inside.
-	ResolvConf string `json:"resolv_conf,omitempty"`
-}
-
-// hostForward is one loopback address and port inside that reaches the
-// host's Host.
-type hostForward struct {
-	Proto  forward.Proto  `json:"proto"`
-	Inside netip.AddrPort `json:"inside"`
-	Host   netip.AddrPort `json:"host"`
-}
 
 var (
 	localhost4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
@@ -38,16 +19,17 @@ var (
 )
 
 // outboundFor checks the outbound flags against each other and the
-// published ports, and makes the helper's configuration.
-func outboundFor(toHost []string, isolated bool, resolvConf string, published []forward.Binding) (outboundConfig, error) {
-	out := outboundConfig{Isolated: isolated}
+// published ports, and makes the helper's configuration of outbound
+// connections (internal/helper, outbound_linux.go).
+func outboundFor(toHost []string, isolated bool, resolvConf string, published []forward.Binding) (nsutil.OutboundConfig, error) {
+	out := nsutil.OutboundConfig{Isolated: isolated}
 	insideUsed := make(map[string]bool)
 	for _, b := range published {
 		insideUsed[fmt.Sprintf("%d/%s", b.Inside, b.Proto)] = true
 	}
 	seen := make(map[string]bool)
-	add := func(f hostForward) {
-		key := f.Inside.String() + "/" + string(f.Proto)
+	add := func(f nsutil.HostForward) {
+		key := f.Inside.String() + "/" + f.Proto
 		if !seen[key] {
 			seen[key] = true
 			out.Forwards = append(out.Forwards, f)
@@ -64,8 +46,8 @@ func outboundFor(toHost []string, isolated bool, resolvConf string, published []
 		if insideUsed[fmt.Sprintf("%d/%s", t.Port, t.Proto)] {
 			return out, fmt.Errorf("--to-host %s and -p both use port %d/%s inside: a connection to localhost:%d inside cannot go to the server and to the host; choose another port for one of them", arg, t.Port, t.Proto, t.Port)
 		}
-		add(hostForward{Proto: t.Proto, Inside: netip.AddrPortFrom(localhost4, t.Port), Host: netip.AddrPortFrom(localhost4, t.HostPort)})
-		add(hostForward{Proto: t.Proto, Inside: netip.AddrPortFrom(localhost6, t.Port), Host: netip.AddrPortFrom(localhost6, t.HostPort)})
+		add(nsutil.HostForward{Proto: string(t.Proto), Inside: netip.AddrPortFrom(localhost4, t.Port), Host: netip.AddrPortFrom(localhost4, t.HostPort)})
+		add(nsutil.HostForward{Proto: string(t.Proto), Inside: netip.AddrPortFrom(localhost6, t.Port), Host: netip.AddrPortFrom(localhost6, t.HostPort)})
 	}
 	path := "/etc/resolv.conf"
 	if resolvConf != "" {
@@ -95,7 +77,7 @@ func outboundFor(toHost []string, isolated bool, resolvConf string, published []
 			for _, p := range []forward.Proto{forward.UDP, forward.TCP} {
 				if !insideUsed["53/"+string(p)] {
 					ap := netip.AddrPortFrom(a, 53)
-					add(hostForward{Proto: p, Inside: ap, Host: ap})
+					add(nsutil.HostForward{Proto: string(p), Inside: ap, Host: ap})
 				}
 			}
 		}

@@ -1,4 +1,4 @@
-package main
+package logline
 
 import (
 	"context"
@@ -18,12 +18,13 @@ type lineHandler struct {
 	attrs string
 }
 
-func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+// New is a logger that writes nsbind's lines to w from level up.
+func New(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(&lineHandler{w: w, mu: new(sync.Mutex), level: level})
 }
 
-// parseLevel reads a --log-level value.
-func parseLevel(s string) (slog.Level, error) {
+// ParseLevel reads a --log-level value.
+func ParseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
 		return 0, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", s)

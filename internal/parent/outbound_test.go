@@ -1,4 +1,4 @@
-package main
+package parent
 
 import (
 	"net/netip"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/nsutil"
 )
 
 func TestLoopbackNameservers(t *testing.T) {
@@ -40,23 +41,23 @@ func TestOutboundFor(t *testing.T) {
 	resolv := filepath.Join(dir, "resolv.conf")
 	os.WriteFile(resolv, []byte("nameserver 127.0.0.53\n"), 0o644)
 	ap := netip.MustParseAddrPort
-	fw := func(p forward.Proto, in, host string) hostForward {
-		return hostForward{Proto: p, Inside: ap(in), Host: ap(host)}
+	fw := func(p forward.Proto, in, host string) nsutil.HostForward {
+		return nsutil.HostForward{Proto: string(p), Inside: ap(in), Host: ap(host)}
 	}
 	tests := []struct {
 		name      string
 		toHost    []string
 		isolated  bool
 		published []forward.Binding
-		want      []hostForward
+		want      []nsutil.HostForward
 		wantErr   string
 	}{
-		{name: "resolver only", want: []hostForward{
+		{name: "resolver only", want: []nsutil.HostForward{
 			fw(forward.UDP, "127.0.0.53:53", "127.0.0.53:53"), fw(forward.TCP, "127.0.0.53:53", "127.0.0.53:53")}},
-		{name: "to-host both families", toHost: []string{"5432:15432"}, want: []hostForward{
+		{name: "to-host both families", toHost: []string{"5432:15432"}, want: []nsutil.HostForward{
 			fw(forward.TCP, "127.0.0.1:5432", "127.0.0.1:15432"), fw(forward.TCP, "[::1]:5432", "[::1]:15432"),
 			fw(forward.UDP, "127.0.0.53:53", "127.0.0.53:53"), fw(forward.TCP, "127.0.0.53:53", "127.0.0.53:53")}},
-		{name: "server publishes 53/udp", published: []forward.Binding{{Proto: forward.UDP, Inside: 53}}, want: []hostForward{
+		{name: "server publishes 53/udp", published: []forward.Binding{{Proto: forward.UDP, Inside: 53}}, want: []nsutil.HostForward{
 			fw(forward.TCP, "127.0.0.53:53", "127.0.0.53:53")}},
 		{name: "isolated", isolated: true},
 		{name: "isolated and to-host", isolated: true, toHost: []string{"5432"}, wantErr: "contradict"},

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// runInProcess runs the CLI in this process, as main does, and returns its
+// status, stdout and stderr. Only for runs that fail before anything
+// starts: a flag, a spec or a command that is wrong.
+func runInProcess(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// Every check of nsbind run's flags stops it before anything starts, with
+// one line that says what to do: no namespace needed.
+func TestRunFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"unknown flag", []string{"--no-such-flag", "true"}, 125, "unknown flag: --no-such-flag"},
+		{"no command", nil, 125, "no command to run"},
+		{"log level", []string{"--log-level", "loud", "true"}, 125, `invalid --log-level "loud"`},
+		{"negative connect timeout", []string{"--connect-timeout", "-1s", "true"}, 125, "--connect-timeout must not be negative"},
+		{"source address", []string{"--source-address", "nat", "true"}, 125, `invalid --source-address "nat"`},
+		{"proxy protocol", []string{"--proxy-protocol", "v3", "true"}, 125, `invalid --proxy-protocol "v3"`},
+		{"direct and proxy protocol", []string{"--direct", "--proxy-protocol", "v2", "true"}, 125, "--direct and --proxy-protocol do not go together"},
+		{"direct and veth", []string{"--direct", "--net=veth", "true"}, 125, "--direct and --net=veth are two different data paths"},
+		{"unknown net", []string{"--net=tap", "true"}, 125, `invalid --net "tap"`},
+		{"subnet without veth", []string{"--subnet", "10.1.0.0/30", "true"}, 125, "--subnet is for --net=veth"},
+		{"subnet too small", []string{"--net=veth", "--subnet", "10.1.0.0/31", "true"}, 125, "use a /30 or larger"},
+		{"udp timeout zero", []string{"--udp-timeout", "0s", "true"}, 125, "--udp-timeout must be positive"},
+		{"udp timeout not a duration", []string{"--udp-timeout", "soon", "true"}, 125, "--udp-timeout"},
+		{"udp max flows", []string{"--udp-max-flows", "0", "true"}, 125, "--udp-max-flows must be at least 1"},
+		{"bad spec", []string{"-p", "80:x", "true"}, 125, `invalid port spec "80:x"`},
+		{"two specs claim a host port", []string{"-p", "80:8080", "-p", "81:8080", "true"}, 125, "both claim"},
+		{"bad to-host", []string{"--to-host", "5432:x", "true"}, 125, `invalid --to-host "5432:x"`},
+		{"to-host and isolated", []string{"--isolated", "--to-host", "5432", "true"}, 125, "contradict"},
+		{"to-host on a published port", []string{"-p", "5432:0", "--to-host", "5432", "true"}, 125, "both use port 5432/tcp inside"},
+		{"missing resolv.conf", []string{"--resolv-conf", "/nonexistent/resolv.conf", "true"}, 125, "--resolv-conf: open /nonexistent/resolv.conf"},
+		{"command not found", []string{"no-such-command-nsbind"}, 127, "command not found: no-such-command-nsbind"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runInProcess(t, append([]string{"run"}, tt.args...)...)
+			if code != tt.code || !strings.HasPrefix(stderr, "nsbind: ") || !strings.Contains(stderr, tt.says) {
+				t.Fatalf("exit %d, stderr %q; want %d saying %q", code, stderr, tt.code, tt.says)
+			}
+		})
+	}
+}

@@ -1,0 +1,167 @@
+package helper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+
+	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/internal/logline"
+	"github.com/nsbind/nsbind/nsutil"
+)
+
+// exitFailed is the helper's status when the run failed before the server
+// started (the parent prints why).
+const exitFailed = 125
+
+// helper is one run of the helper.
+type helper struct {
+	ctrl   *nsutil.Ctrl
+	cfg    nsutil.HelperConfig
+	logger *slog.Logger
+	// ctx ends the relays, the outbound listeners and the director;
+	// relays counts their goroutines.
+	ctx    context.Context
+	stop   context.CancelFunc
+	relays sync.WaitGroup
+	dialer insideDialer
+	// stats are the counters per published host socket.
+	stats []*forward.Stats
+	out   *outbound
+	dir   *director
+}
+
+// Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
+// status; the server's status goes to the parent over the control channel.
+func Main() int {
+	h, err := connect()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nsbind: %v\n", err)
+		return exitFailed
+	}
+	defer h.stop()
+	if stop := startProfile(h.cfg.CPUProfile, h.logger); stop != nil {
+		defer stop()
+	}
+	if err := h.setUpNamespace(); err != nil {
+		return h.fail(exitFailed, err)
+	}
+	h.dialer = chooseDialer(h.cfg, h.logger)
+	if err := h.startOutbound(); err != nil {
+		return h.fail(exitFailed, err)
+	}
+	if err := h.relayPublished(); err != nil {
+		return h.fail(exitFailed, err)
+	}
+	srv, err := h.startServer()
+	if err != nil {
+		return h.fail(nsutil.FailureCode(err), err)
+	}
+	h.ctrl.Send(nsutil.Ready{Pid: srv.Pid})
+	return h.supervise(srv)
+}
+
+// connect opens the control channel on its descriptor and receives the
+// configuration, its first message. Without both this is no helper nsbind
+// started.
+func connect() (*helper, error) {
+	ctrl, err := nsutil.NewCtrl(os.NewFile(nsutil.CtrlFD, "ctrl"))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ctrl.RecvConfig()
+	if err != nil {
+		ctrl.Close()
+		return nil, err
+	}
+	level, _ := logline.ParseLevel(cfg.LogLevel)
+	h := &helper{ctrl: ctrl, cfg: cfg, logger: logline.New(os.Stderr, level)}
+	h.ctx, h.stop = context.WithCancel(context.Background())
+	h.stats = make([]*forward.Stats, len(cfg.Sockets))
+	for i := range h.stats {
+		h.stats[i] = new(forward.Stats)
+	}
+	return h, nil
+}
+
+// fail tells the parent why the run failed, with the step and errno for
+// the parent to describe, and returns code.
+func (h *helper) fail(code int, err error) int {
+	h.ctrl.Send(nsutil.Fail{Code: code, Err: nsutil.NewStepError(err)})
+	return code
+}
+
+// setUpNamespace makes the namespaces usable: a fresh /proc, lo up and
+// every port bindable, and with --net=veth eth0 once the parent has made
+// the pair.
+func (h *helper) setUpNamespace() error {
+	// The parent forwards the signals meant for the server over the
+	// control channel. The helper catches them itself only so that one
+	// sent to nsbind's whole process group (Ctrl-C when the server does not
+	// own the terminal) does not kill it; the parent forwards those too.
+	signal.Notify(make(chan os.Signal, 1), nsutil.ForwardedSignals()...)
+	if os.Getpid() == 1 {
+		if err := nsutil.MountProc(); err != nil {
+			h.logger.Debug("keeping the host's /proc", "err", err)
+		}
+	}
+	if err := nsutil.SetupLoopback(); err != nil {
+		return fmt.Errorf("setting up the network namespace: %w", err)
+	}
+	if v := h.cfg.Veth; v != nil {
+		_, files, err := nsutil.Expect[nsutil.VethReady](h.ctrl)
+		closeAll(files)
+		if err != nil {
+			return fmt.Errorf("waiting for the veth: %w", err)
+		}
+		if err := nsutil.SetupVethInside(v.Inside4, v.Gateway4, v.Inside6, v.Gateway6); err != nil {
+			return fmt.Errorf("setting up the network namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+// startOutbound opens the way out for programs inside (outbound_linux.go).
+func (h *helper) startOutbound() error {
+	out, err := startOutbound(h.ctx, h.cfg.Outbound, h.ctrl, &h.relays, h.logger)
+	h.out = out
+	return err
+}
+
+// relayPublished starts the relay of every published host socket; with
+// --direct the director relays only those the server does not take.
+func (h *helper) relayPublished() error {
+	if h.cfg.Direct {
+		return nil
+	}
+	for i, sc := range h.cfg.Sockets {
+		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
+		serve, err := relayFor(sc, f, h.cfg, h.dialer, h.stats[i], h.logger)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		h.serve(h.ctx, sc, serve)
+	}
+	return nil
+}
+
+// serve runs one relay on a goroutine counted in h.relays.
+func (h *helper) serve(ctx context.Context, sc nsutil.SocketConfig, serve func(context.Context) error) {
+	h.relays.Add(1)
+	go func() {
+		defer h.relays.Done()
+		if err := serve(ctx); err != nil {
+			h.logger.Error("relay stopped", "host", sc.Host, "err", err)
+		}
+	}()
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}

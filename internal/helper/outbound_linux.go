@@ -1,0 +1,291 @@
+package helper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+
+	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/nsutil"
+)
+
+// Outbound connections, the helper's part. The rules (nsutil.SetupOutbound)
+// hold each program's SYN to an outside address in a queue and redirect
+// the connection to the helper's listener; the per-SYN loop (serveSYNs)
+// connects a host socket from the pool to the same address first and gives
+// the SYN the verdict the host's connect got (verdict.go), so the program
+// inside sees the host's own answer. The parent supplies the unconnected
+// host sockets in batches (internal/parent, sockets_linux.go).
+
+var (
+	localhost4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	localhost6 = netip.IPv6Loopback()
+)
+
+// outbound is the helper's way out: the pool of host sockets and the
+// counters of what went through.
+type outbound struct {
+	pool  *forward.SocketPool
+	stats *forward.Stats
+}
+
+// add takes host sockets the parent sent.
+func (o *outbound) add(m nsutil.Sockets, files []*os.File) {
+	if o == nil || o.pool == nil {
+		closeAll(files)
+		return
+	}
+	o.pool.Add(forward.SocketKind(m.Kind), files)
+}
+
+// logTotals logs what outbound connections moved, at debug level.
+func (o *outbound) logTotals(logger *slog.Logger) {
+	if o == nil {
+		return
+	}
+	s := o.stats
+	logger.Debug("outbound totals", "conns", s.Conns.Load(), "failed", s.Failed.Load(),
+		"bytes_out", s.BytesIn.Load(), "bytes_in", s.BytesOut.Load(), "datagrams", s.Datagrams.Load())
+}
+
+// wayOut is what the rules lead to: the listeners of redirected TCP and
+// UDP, the queue of held SYNs, and the plain UDP sockets of forwarded
+// loopback ports.
+type wayOut struct {
+	tcp, udp []closer
+	queue    *nsutil.Queue
+	fixed    []fixedUDP
+	toHost   map[netip.AddrPort]netip.AddrPort
+	closers  []func()
+}
+
+// fixedUDP is a forwarded UDP port on loopback inside (--to-host, a
+// resolver on the host's loopback) and the host address it leads to.
+type fixedUDP struct {
+	c  *net.UDPConn
+	to netip.AddrPort
+}
+
+func (w *wayOut) close() {
+	for _, c := range w.closers {
+		c()
+	}
+}
+
+// startOutbound sets up the way out of the namespace and serves it on
+// goroutines counted in wg, which end with ctx. Where the kernel lacks
+// what it needs, it says so once and the run goes on isolated.
+func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.Ctrl, wg *sync.WaitGroup, logger *slog.Logger) (*outbound, error) {
+	if cfg.ResolvConf != "" {
+		if err := nsutil.BindResolvConf(cfg.ResolvConf); err != nil {
+			return nil, err
+		}
+	}
+	o := &outbound{stats: new(forward.Stats)}
+	if cfg.Isolated {
+		logger.Debug("isolated: no way out of the namespace")
+		return o, nil
+	}
+	w := &wayOut{}
+	if err := w.redirect(cfg); err != nil {
+		w.close()
+		logger.Warn(fmt.Sprintf("no outbound connections: %v; the server runs isolated (only published ports reach it)", err))
+		return o, nil
+	}
+	if err := w.listenFixedUDP(cfg, logger); err != nil {
+		w.close()
+		return nil, err
+	}
+	o.pool = &forward.SocketPool{Refill: func(kind forward.SocketKind, n int) error {
+		return ctrl.Send(nsutil.WantSockets{Kind: string(kind), N: n})
+	}}
+	o.pool.Fill()
+	o.serve(ctx, w, wg, logger)
+	logger.Debug("outbound connections through host sockets", "forwards", len(cfg.Forwards))
+	return o, nil
+}
+
+// redirect listens for redirected connections and datagrams, installs the
+// rules that lead there, and opens the queue of held SYNs.
+func (w *wayOut) redirect(cfg nsutil.OutboundConfig) error {
+	// The listeners the rules redirect to, one port for both families.
+	tcp, tcpPort, err := listenPair(func(a netip.AddrPort) (closer, error) {
+		return net.ListenTCP(outNet("tcp", a), net.TCPAddrFromAddrPort(a))
+	})
+	if err != nil {
+		return fmt.Errorf("listening for redirected connections: %w", err)
+	}
+	w.tcp, w.closers = tcp, append(w.closers, closeEach(tcp))
+	udp, udpPort, err := listenPair(func(a netip.AddrPort) (closer, error) {
+		return forward.ListenTProxyUDP(a)
+	})
+	if err != nil {
+		return fmt.Errorf("listening for redirected datagrams: %w", err)
+	}
+	w.udp, w.closers = udp, append(w.closers, closeEach(udp))
+
+	rules := nsutil.OutboundRules{Queue: 0, TCPPort: tcpPort, UDPPort: udpPort}
+	w.toHost = make(map[netip.AddrPort]netip.AddrPort)
+	for _, f := range cfg.Forwards {
+		if forward.Proto(f.Proto) == forward.TCP {
+			rules.Loopback = append(rules.Loopback, f.Inside)
+			w.toHost[f.Inside] = f.Host
+		}
+	}
+	if err := nsutil.SetupOutbound(rules); err != nil {
+		return err
+	}
+	q, err := nsutil.OpenQueue(rules.Queue)
+	if err != nil {
+		return fmt.Errorf("%w: %v", nsutil.ErrNoNetfilter, err)
+	}
+	w.queue, w.closers = q, append(w.closers, func() { q.Close() })
+	return nil
+}
+
+// listenFixedUDP listens on the forwarded UDP ports on loopback, which
+// are plain sockets inside.
+func (w *wayOut) listenFixedUDP(cfg nsutil.OutboundConfig, logger *slog.Logger) error {
+	for _, f := range cfg.Forwards {
+		if forward.Proto(f.Proto) != forward.UDP {
+			continue
+		}
+		c, err := net.ListenUDP(outNet("udp", f.Inside), net.UDPAddrFromAddrPort(f.Inside))
+		if err != nil {
+			if f.Inside.Addr().Is6() {
+				logger.Debug("not forwarding an IPv6 loopback port", "inside", f.Inside, "err", err)
+				continue
+			}
+			return fmt.Errorf("listening on %s/udp inside to forward it to the host: %w", f.Inside, err)
+		}
+		w.fixed = append(w.fixed, fixedUDP{c, f.Host})
+		w.closers = append(w.closers, func() { c.Close() })
+	}
+	return nil
+}
+
+// serve starts serving the way out: the redirected TCP listeners, the
+// redirected and the fixed UDP sockets, and the per-SYN loop.
+func (o *outbound) serve(ctx context.Context, w *wayOut, wg *sync.WaitGroup, logger *slog.Logger) {
+	out := &forward.Outbound{Pool: o.pool, ToHost: w.toHost, Logger: logger, Stats: o.stats}
+	serve := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	}
+	for _, l := range w.tcp {
+		serve(func() { out.Serve(ctx, l.(*net.TCPListener)) })
+	}
+	for _, l := range w.udp {
+		u := &forward.UDPOutbound{Pool: o.pool, Logger: logger, Stats: o.stats}
+		serve(func() { u.ServeTProxy(ctx, l.(*net.UDPConn)) })
+	}
+	for _, f := range w.fixed {
+		u := &forward.UDPOutbound{Pool: o.pool, Logger: logger, Stats: o.stats}
+		serve(func() { u.ServeFixed(ctx, f.c, f.to) })
+	}
+	serve(func() { serveSYNs(ctx, w.queue, out, logger) })
+}
+
+// serveSYNs is the per-SYN loop: for each SYN the queue holds, the host
+// connects to the same address first (forward.Outbound.Dial, on a
+// goroutine of its own, so one slow connect holds up no other SYN), and
+// the SYN gets the verdict of how that went.
+func serveSYNs(ctx context.Context, q *nsutil.Queue, out *forward.Outbound, logger *slog.Logger) {
+	context.AfterFunc(ctx, func() { q.Close() })
+	var buf []byte
+	for {
+		syns, err := q.Next(&buf)
+		if err != nil {
+			if ctx.Err() == nil {
+				logger.Error("outbound connections stopped", "err", err)
+			}
+			return
+		}
+		for _, s := range syns {
+			go func() {
+				err := out.Dial(ctx, s.Src, s.Dst)
+				if err := q.Verdict(s, verdictFor(err).queue()); err != nil && ctx.Err() == nil {
+					logger.Debug("giving a queued SYN its verdict", "dst", s.Dst, "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// queue is the verdict as the queue carries it out.
+func (v verdict) queue() nsutil.Verdict {
+	switch v {
+	case accept:
+		return nsutil.VerdictAccept
+	case refuse:
+		return nsutil.VerdictRefuse
+	case hostUnreach:
+		return nsutil.VerdictHostUnreach
+	case netUnreach:
+		return nsutil.VerdictNetUnreach
+	case prohibited:
+		return nsutil.VerdictProhibited
+	}
+	return nsutil.VerdictDrop
+}
+
+type closer interface{ Close() error }
+
+func closeEach(cs []closer) func() {
+	return func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}
+}
+
+// listenPair listens on 127.0.0.1 and [::1] on one port the kernel picks
+// (the redirect rules name one port for both families). Without IPv6 it
+// listens on 127.0.0.1 only.
+func listenPair(listen func(netip.AddrPort) (closer, error)) ([]closer, uint16, error) {
+	var err error
+	for range 20 {
+		var c4 closer
+		c4, err = listen(netip.AddrPortFrom(localhost4, 0))
+		if err != nil {
+			return nil, 0, err
+		}
+		port := portOf(c4)
+		c6, err6 := listen(netip.AddrPortFrom(localhost6, port))
+		if err6 == nil {
+			return []closer{c4, c6}, port, nil
+		}
+		if !errors.Is(err6, syscall.EADDRINUSE) {
+			return []closer{c4}, port, nil
+		}
+		c4.Close()
+		err = err6
+	}
+	return nil, 0, err
+}
+
+func portOf(c closer) uint16 {
+	switch c := c.(type) {
+	case *net.TCPListener:
+		return c.Addr().(*net.TCPAddr).AddrPort().Port()
+	case *net.UDPConn:
+		return c.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	}
+	return 0
+}
+
+func outNet(proto string, a netip.AddrPort) string {
+	if a.Addr().Is4() {
+		return proto + "4"
+	}
+	return proto + "6"
+}

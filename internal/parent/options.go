@@ -1,0 +1,44 @@
+package parent
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Options are nsbind run's flags, checked by cmd/nsbind, and what Run
+// reports through.
+type Options struct {
+	// Publish are the -p specs; Command the server's command line.
+	Publish []string
+	Command []string
+	Root    bool
+	Quiet   bool
+	// LogLevel is the helper's --log-level (error with --quiet).
+	LogLevel       string
+	ConnectTimeout time.Duration
+	PortsFile      string
+	SourceAddress  string
+	// ProxyProtocol is 0, or the PROXY protocol version, 1 or 2.
+	ProxyProtocol int
+	ToHost        []string
+	Isolated      bool
+	ResolvConf    string
+	UDPTimeout    time.Duration
+	UDPMaxFlows   int
+	// Veth is --net=veth; Subnet4 and Subnet6 its --subnet values, zero
+	// to let nsbind choose.
+	Veth             bool
+	Subnet4, Subnet6 netip.Prefix
+	Direct           bool
+	Stats            bool
+	// CPUProfile is a file for the helper's CPU profile, if any.
+	CPUProfile string
+
+	Logger *slog.Logger
+	Stderr io.Writer
+	// Describe turns an error into the one line nsbind prints, with the
+	// remedy for the errors it knows (cmd/nsbind, hints.go).
+	Describe func(error) string
+}

@@ -1,0 +1,155 @@
+package parent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/nsutil"
+)
+
+// Exit statuses of nsbind's own failures; otherwise nsbind exits with the
+// server's status.
+const exitFailed = 125
+
+// run is one nsbind run, seen from the parent.
+type run struct {
+	Options
+	bindings []forward.Binding
+	cfg      nsutil.HelperConfig
+	h        *nsutil.Helper
+	veth     *vethRun
+	relays   *hostRelays
+
+	// What the helper reported: the exit status (-1: none yet), whether
+	// the server started and is stopped now, the counters.
+	result  int
+	started bool
+	stopped bool
+	stats   statsCollector
+}
+
+// Run does the parent's part of a run and returns nsbind's exit status.
+func Run(o Options) int {
+	r := &run{Options: o, result: -1, stats: statsCollector{}}
+	// Nothing starts before the specs and the command are known good.
+	if err := r.plan(); err != nil {
+		return r.fail(err)
+	}
+	// Descriptors nsbind inherited are not for the helper or the server.
+	nsutil.CloseOnExecFrom(3)
+	socks, err := r.bindHostSockets()
+	if err != nil {
+		return r.fail(err)
+	}
+	defer forward.CloseAll(socks)
+	if r.Veth {
+		if err := r.prepareVeth(); err != nil {
+			return r.fail(err)
+		}
+		defer r.veth.close(r.Logger)
+	}
+	// Catch the signals to pass on before the helper exists, so none is
+	// lost (or kills nsbind) in between.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, append(nsutil.ForwardedSignals(), syscall.SIGCONT)...)
+	defer signal.Stop(sigs)
+	if err := r.startHelper(socks); err != nil {
+		return r.fail(err)
+	}
+	// The helper holds the sockets now; when it ends, the ports close.
+	forward.CloseAll(socks)
+	socks = nil
+	if r.cfg.Foreground {
+		defer takeTerminal()
+	}
+	if r.veth != nil {
+		if err := r.attachVeth(); err != nil {
+			r.h.Kill()
+			<-r.h.Done()
+			return r.fail(err)
+		}
+	}
+	ctx, stopHostRelays := context.WithCancel(context.Background())
+	defer stopHostRelays()
+	r.relays = newHostRelays(ctx, r.h.Ctrl, r.cfg, r.Logger)
+	return r.watch(sigs)
+}
+
+// fail prints err as the one line of a failed run and returns the status:
+// 126 or 127 for a command that cannot run, 125 otherwise.
+func (r *run) fail(err error) int {
+	fmt.Fprintf(r.Stderr, "nsbind: %s\n", r.Describe(err))
+	return nsutil.FailureCode(err)
+}
+
+// plan checks the specs, the outbound flags and the command, and makes
+// the helper's configuration but for its sockets.
+func (r *run) plan() error {
+	var specs []forward.Spec
+	for _, p := range r.Publish {
+		s, err := forward.ParseSpec(p)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, s)
+	}
+	bindings, err := forward.Expand(specs)
+	if err != nil {
+		return err
+	}
+	out, err := outboundFor(r.ToHost, r.Isolated, r.ResolvConf, bindings)
+	if err != nil {
+		return err
+	}
+	// Fail on a command that cannot run before anything starts.
+	if _, err := nsutil.LookPath(r.Command[0]); err != nil {
+		return err
+	}
+	r.bindings = bindings
+	r.cfg = nsutil.HelperConfig{
+		Command:        r.Command,
+		Root:           r.Root,
+		Foreground:     terminalIsOurs(),
+		LogLevel:       r.LogLevel,
+		ConnectTimeout: r.ConnectTimeout,
+		SourceAddress:  r.SourceAddress,
+		ProxyProtocol:  r.ProxyProtocol,
+		Outbound:       out,
+		UDPTimeout:     r.UDPTimeout,
+		UDPMaxFlows:    r.UDPMaxFlows,
+		Direct:         r.Direct && len(bindings) > 0,
+		CPUProfile:     r.CPUProfile,
+	}
+	return nil
+}
+
+// fdSlack is what the parent and the helper need beyond the host sockets:
+// standard descriptors, the control channel, the runtime's own, the first
+// connections.
+const fdSlack = 16
+
+// bindHostSockets binds every host socket, after checking that the
+// descriptor limit leaves room for them in the parent and the helper.
+func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
+	// Go's runtime has raised the soft limit to the hard one already;
+	// nsbind itself never raises the hard limit.
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && uint64(len(r.bindings))+fdSlack > lim.Cur {
+		return nil, fmt.Errorf("publishing %d host sockets needs about %d descriptors, but nsbind may open at most %d (ulimit -Hn): raise the hard limit, e.g. as root: prlimit --nofile=%d:%d -- nsbind run ..., or LimitNOFILE=%d in a systemd unit",
+			len(r.bindings), len(r.bindings)+fdSlack, lim.Cur, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024)
+	}
+	socks, err := forward.Bind(r.bindings, r.Logger)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range socks {
+		r.cfg.Sockets = append(r.cfg.Sockets, nsutil.SocketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside})
+	}
+	return socks, nil
+}
