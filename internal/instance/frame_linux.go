@@ -93,11 +93,11 @@ func (c *conn) recv() (envelope, []*os.File, error) {
 			if flags&unix.MSG_CTRUNC != 0 {
 				return fmt.Errorf("more than %d files on one frame", maxFiles)
 			}
-			got += n
-			p = p[n:]
 			if err != nil {
 				return err
 			}
+			got += n
+			p = p[n:]
 			if n == 0 {
 				return io.EOF
 			}
