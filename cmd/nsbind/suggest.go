@@ -117,6 +117,8 @@ func privilegedFixes(failed forward.Spec, specs []forward.Spec, hostPortStart in
 // all the -p specs of the run (nil for be's alone): the example fixes every
 // spec that would fail the same way, and swaps the numbers of a spec written
 // in docker's order instead of keeping its well-known port on the inside.
+// It is the line for a port below hostPortStart; an EACCES at or above it
+// (an LSM's refusal) needs another.
 func describePrivileged(be *forward.BindError, specs []forward.Spec, hostPortStart int) string {
 	b := be.Binding
 	port := b.Host.Port()
