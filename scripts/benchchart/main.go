@@ -5,8 +5,8 @@
 // time get a panel each, with its own scale, so that a long start-up ratio
 // does not squash the other bars. Rows without ratios (CPU, memory) are left out.
 //
-//	go run ./scripts/benchchart -o docs/bench.svg < table.md
-//	go run ./scripts/benchchart -o docs/bench.svg table.md
+//	scripts/bench.sh | tee /tmp/bench.md
+//	go run ./scripts/benchchart -o docs/bench.svg /tmp/bench.md   (or the table on stdin)
 //
 // Only the standard library: the chart is plain SVG text.
 package main
@@ -228,7 +228,7 @@ func panel(b *strings.Builder, modes []string, rows []row, title string, y float
 			}
 			fmt.Fprintf(&bars, `<rect x="%d" y="%.1f" width="%.1f" height="%d" fill="%s"><title>%s, %s: %.2f×</title></rect>`+"\n",
 				labelW, by, xOf(v)-float64(labelW), barH-2, palette[i%len(palette)], html.EscapeString(r.measure), html.EscapeString(m), v)
-			fmt.Fprintf(&bars, `<text x="%.1f" y="%.1f" font-size="10" dominant-baseline="middle" fill="#333">%.2f×</text>`+"\n",
+			fmt.Fprintf(&bars, `<text x="%.1f" y="%.1f" font-size="10" dominant-baseline="middle" fill="#333" stroke="white" stroke-width="3" paint-order="stroke">%.2f×</text>`+"\n",
 				xOf(v)+4, by+float64(barH-2)/2, v)
 			by += barH
 		}
@@ -241,9 +241,10 @@ func panel(b *strings.Builder, modes []string, rows []row, title string, y float
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#e4e4e4"/>`+"\n", x, top0, x, bottom)
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="middle" fill="#555">%s×</text>`+"\n", x, bottom+13, trimFloat(v))
 	}
-	b.WriteString(bars.String())
+	// The 1× line under the bars, so that their values stay readable.
 	x1 := xOf(1)
 	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222" stroke-width="1.5" stroke-dasharray="4 3"/>`+"\n", x1, top0-4, x1, bottom)
+	b.WriteString(bars.String())
 	fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#888"/>`+"\n", labelW, top0, labelW, bottom)
 	return bottom + 18
 }
