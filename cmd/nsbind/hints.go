@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -13,18 +14,37 @@ import (
 
 // describe turns an error into the one line nsbind prints: what went wrong
 // and, for the errors it knows, what to do about it.
-func describe(err error) string {
+func describe(err error) string { return describeRun(err, nil) }
+
+// describeRun is describe for a run with the -p arguments publish: a
+// privileged host port gets a fix for every spec of the run at once.
+func describeRun(err error, publish []string) string {
 	if s, ok := describeSystem(err); ok {
 		return s
 	}
+	var se *forward.SpecError
+	if errors.As(err, &se) {
+		return describeSpecError(se)
+	}
 	var be *forward.BindError
 	if errors.As(err, &be) {
-		return describeBind(be)
+		return describeBind(be, parsedSpecs(publish))
 	}
 	return err.Error()
 }
 
-func describeBind(be *forward.BindError) string {
+// parsedSpecs parses what of publish parses; the hints only need those.
+func parsedSpecs(publish []string) []forward.Spec {
+	var specs []forward.Spec
+	for _, p := range publish {
+		if s, err := forward.ParseSpec(p); err == nil {
+			specs = append(specs, s)
+		}
+	}
+	return specs
+}
+
+func describeBind(be *forward.BindError, specs []forward.Spec) string {
 	b := be.Binding
 	port := b.Host.Port()
 	where := fmt.Sprintf("host port %d/%s on %s", port, b.Proto, b.Host.Addr())
@@ -32,10 +52,8 @@ func describeBind(be *forward.BindError) string {
 	case errors.Is(be.Err, syscall.EADDRINUSE):
 		return fmt.Sprintf("%s is already in use (-p %s): stop what listens there (see: ss -lnp 'sport = :%d') or choose another host port, e.g. -p %d:%d, or -p %d:0 to let the kernel pick one",
 			where, b.Spec, port, b.Inside, nextPort(port), b.Inside)
-	case errors.Is(be.Err, syscall.EACCES):
-		limit := hostUnprivilegedPortStart()
-		return fmt.Sprintf("%s is privileged on this host (net.ipv4.ip_unprivileged_port_start=%d): the first number of -p is the port inside, the second the port on the host, so publish on a host port of %d or above, e.g. -p %d:%d, or allow it with: sudo sysctl -w net.ipv4.ip_unprivileged_port_start=%d",
-			where, limit, limit, b.Inside, max(8080, limit), port)
+	case errors.Is(be.Err, syscall.EACCES) && int(port) < hostUnprivilegedPortStart():
+		return describePrivileged(be, specs, hostUnprivilegedPortStart())
 	case errors.Is(be.Err, syscall.EADDRNOTAVAIL):
 		return fmt.Sprintf("%s is not an address of this host (-p %s): use one of its addresses (ip -brief addr), 0.0.0.0 or [::] for every address, or leave the address out for loopback",
 			b.Host.Addr(), b.Spec)
@@ -45,7 +63,7 @@ func describeBind(be *forward.BindError) string {
 
 // nextPort suggests another host port near p.
 func nextPort(p uint16) uint16 {
-	if p >= 65535 {
+	if p == math.MaxUint16 {
 		return 8080
 	}
 	return p + 1

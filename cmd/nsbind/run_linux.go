@@ -162,7 +162,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		CPUProfile: os.Getenv(profileEnv),
 		Logger:     logline.New(stderr, level),
 		Stderr:     stderr,
-		Describe:   describe,
+		Describe:   func(err error) string { return describeRun(err, o.publish) },
 	})
 }
 

@@ -269,6 +269,30 @@ func TestPrivilegedHostPort(t *testing.T) {
 	}
 }
 
+// Docker's order (-p HOSTPORT:PORT) gets the two numbers swapped back, each
+// spec of the run its own fix, and docker's HOSTIP:HOSTPORT:PORT form gets
+// nsbind's spelling.
+func TestPrivilegedHostPortDockerOrder(t *testing.T) {
+	if os.Getuid() == 0 {
+		t.Skip("root may bind privileged host ports")
+	}
+	if hostUnprivilegedPortStart() <= 443 {
+		t.Skip("this host lets everyone bind port 443")
+	}
+	code, _, stderr := runNsbind(t, "run", "-p", "8443:443", "-p", "8080:80", "--", "true")
+	if code != 125 || !strings.Contains(stderr, "-p 443:8443 -p 80:8080") {
+		t.Errorf("exit %d, want 125 suggesting -p 443:8443 -p 80:8080; stderr:\n%s", code, stderr)
+	}
+	code, _, stderr = runNsbind(t, "run", "-p", "80/udp", "--", "true")
+	if code != 125 || !strings.Contains(stderr, "-p 80:8080/udp") {
+		t.Errorf("exit %d, want 125 suggesting -p 80:8080/udp; stderr:\n%s", code, stderr)
+	}
+	code, _, stderr = runNsbind(t, "run", "-p", "127.0.0.1:8080:80", "--", "true")
+	if code != 125 || !strings.Contains(stderr, "-p 80:127.0.0.1:8080") {
+		t.Errorf("exit %d, want 125 suggesting -p 80:127.0.0.1:8080; stderr:\n%s", code, stderr)
+	}
+}
+
 // A host address that is not local fails with 125 and says so.
 func TestHostAddressNotLocal(t *testing.T) {
 	code, _, stderr := runNsbind(t, "run", "-p", "80:192.0.2.77:0", "--", "true")

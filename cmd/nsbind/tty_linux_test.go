@@ -132,7 +132,7 @@ func TestInteractiveShell(t *testing.T) {
 	r.send("sleep 61 &\n")
 	at = r.expect(at, "[1]")
 	r.send("jobs\n")
-	at = r.expect(at, "Running")
+	r.expect(at, "Running")
 	r.send("kill %1; wait; exit 3\n")
 	if code := r.exitCode(15 * time.Second); code != 3 {
 		t.Fatalf("exit %d, want the shell's 3", code)
