@@ -11,6 +11,10 @@ import (
 // server on loopback, so one run gives the ratio:
 //
 //	go test -run '^$' -bench . ./forward/
+//
+// Each also reports cpu-ns/op, the CPU time of the whole process (client,
+// relay and server) per op: on a busy machine steadier than wall time, and
+// the difference between a pair is what the relay costs.
 
 // sink reads and discards everything from each connection, then answers
 // with one byte so the sender knows all of it arrived.
@@ -33,6 +37,7 @@ func benchmarkStream(b *testing.B, viaRelay bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		if _, err := c.Write(buf); err != nil {
@@ -44,6 +49,7 @@ func benchmarkStream(b *testing.B, viaRelay bool) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	reportCPU(b, cpu0)
 	c.Close()
 }
 
@@ -73,6 +79,7 @@ func benchmarkConnect(b *testing.B, viaRelay bool) {
 		target, _, _ = startRelay(b, toAddr{addr: target}, time.Second)
 	}
 	buf := []byte{1}
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		c, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(target))
@@ -85,6 +92,8 @@ func benchmarkConnect(b *testing.B, viaRelay bool) {
 		}
 		c.Close()
 	}
+	b.StopTimer()
+	reportCPU(b, cpu0)
 }
 
 // BenchmarkConnectRelay is a new connection per request through the relay.
@@ -106,6 +115,7 @@ func benchmarkRoundTrip(b *testing.B, viaRelay bool) {
 	}
 	defer c.Close()
 	buf := []byte{1}
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		c.Write(buf)
@@ -113,6 +123,8 @@ func benchmarkRoundTrip(b *testing.B, viaRelay bool) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	reportCPU(b, cpu0)
 }
 
 // BenchmarkRoundTripRelay is request/response on a kept connection through
@@ -121,3 +133,8 @@ func BenchmarkRoundTripRelay(b *testing.B) { benchmarkRoundTrip(b, true) }
 
 // BenchmarkRoundTripDirect is the same straight to the server.
 func BenchmarkRoundTripDirect(b *testing.B) { benchmarkRoundTrip(b, false) }
+
+// reportCPU reports the CPU time the process used since cpu0 per op.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+}

@@ -122,15 +122,45 @@ type udpServer struct {
 	// bufs holds buffers for the server's replies, taken only while a
 	// reply is read and sent, so that waiting flows hold none.
 	bufs sync.Pool
+	// seg sends runs of datagrams to the server (used by the goroutine
+	// that reads the host socket); noSegments is set once the kernel
+	// refused to.
+	seg        *segmenter
+	noSegments atomic.Bool
 }
 
-// fromHost hands one datagram of client to its flow, opening the flow if
-// needed. It runs on the goroutine that reads the host socket.
-func (s *udpServer) fromHost(client netip.AddrPort, b []byte) {
+// fromHost hands datagrams of client, in the order they came, to its flow,
+// opening the flow if needed. It runs on the goroutine that reads the host
+// socket.
+func (s *udpServer) fromHost(client netip.AddrPort, dgrams [][]byte) {
 	f := s.flowFor(client)
-	if f == nil || !f.send(b) {
+	if f == nil {
 		return
 	}
+	for len(dgrams) > 0 {
+		k := 1
+		if len(dgrams) > 1 && f.confirmed.Load() {
+			// The server is known to be there: no copy is kept for a
+			// resend, so a run can go in one send.
+			k = s.seg.run(dgrams)
+		}
+		if k > 1 && f.sendSegments(dgrams[:k]) {
+			for _, b := range dgrams[:k] {
+				s.count(b)
+			}
+		} else {
+			for _, b := range dgrams[:k] {
+				if f.send(b) {
+					s.count(b)
+				}
+			}
+		}
+		dgrams = dgrams[k:]
+	}
+}
+
+// count counts a datagram sent to the server.
+func (s *udpServer) count(b []byte) {
 	if st := s.r.Stats; st != nil {
 		st.BytesIn.Add(int64(len(b)))
 		st.Datagrams.Add(1)
@@ -330,6 +360,22 @@ func (f *udpFlow) send(b []byte) bool {
 		}
 		return false
 	}
+}
+
+// sendSegments sends a run of datagrams of the same size (see
+// segmenter.run) with one system call, and reports whether they went. Only
+// a flow whose server is confirmed sends so: no copy is kept. When it
+// fails, nothing went: the caller sends them one by one, which handles
+// refusals and moves.
+func (f *udpFlow) sendSegments(dgrams [][]byte) bool {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return false
+	}
+	conn := f.conn
+	f.mu.Unlock()
+	return f.s.seg.send(conn, dgrams) == nil
 }
 
 // sentUnconfirmed counts a datagram sent on conn before the family was
@@ -580,12 +626,19 @@ func (rd *pooledReader) release() {
 }
 
 // readHost reads the host socket until it is closed, handing each datagram
-// to its flow.
+// to its flow. It reads a batch of datagrams at a time, and hands the
+// datagrams of one client that follow each other in a batch to its flow
+// together, which sends a run of the same size with one system call.
 func (s *udpServer) readHost() error {
-	buf := make([]byte, maxDatagram)
+	br, err := newBatchReader(s.host)
+	if err != nil {
+		return err
+	}
+	s.seg = newSegmenter(&s.noSegments)
+	var run [][]byte
 	backoff := time.Duration(0)
 	for {
-		n, client, err := s.host.ReadFromUDPAddrPort(buf)
+		n, err := br.read()
 		if err != nil {
 			if s.ctx.Err() != nil {
 				return nil
@@ -601,6 +654,18 @@ func (s *udpServer) readHost() error {
 			return err
 		}
 		backoff = 0
-		s.fromHost(client, buf[:n])
+		for i := 0; i < n; {
+			b, client := br.datagram(i)
+			run = append(run[:0], b)
+			for i++; i < n; i++ {
+				b, from := br.datagram(i)
+				if from != client {
+					break
+				}
+				run = append(run, b)
+			}
+			s.fromHost(client, run)
+		}
+		clear(run) // keep no buffer of the batch alive
 	}
 }

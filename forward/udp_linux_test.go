@@ -3,6 +3,7 @@ package forward
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
@@ -77,5 +78,74 @@ func TestUDPRelayFloodBounded(t *testing.T) {
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= goroutines })
 	if n := openFDs(t); n > fds {
 		t.Errorf("%d descriptors open after Serve returned, %d before", n, fds)
+	}
+}
+
+// A burst of one client's datagrams, in runs of one size and between
+// sizes (empty ones, a shorter last one, runs longer than one send can
+// carry), reaches the server as the same datagrams in the same order: the
+// runs the relay sends with one system call arrive cut where they were.
+func TestUDPRelayBurstKeepsBoundaries(t *testing.T) {
+	var sizes []int
+	for _, r := range []struct{ size, n int }{
+		{1000, 20}, {500, 1}, {3000, 10}, {0, 1}, {1, 5}, {30000, 3},
+		{1400, 100}, {0, 3}, {65507, 2}, {7, 1}, {1400, 50}, {1399, 1}, {1400, 1},
+	} {
+		for range r.n {
+			sizes = append(sizes, r.size)
+		}
+	}
+	sink := udpListen(t, netip.AddrPortFrom(loopback4, 0))
+	sink.SetReadBuffer(8 << 20)
+	got := make(chan []byte, len(sizes)+2)
+	go func() {
+		buf := make([]byte, maxDatagram)
+		for {
+			n, from, err := sink.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			got <- append([]byte(nil), buf[:n]...)
+			if n == 2 { // the flow's opening datagrams get an answer
+				sink.WriteToUDPAddrPort(buf[:n], from)
+			}
+		}
+	}()
+	relayAddr, _, _ := startUDPRelay(t, &UDPRelay{Port: udpAddrOf(sink).Port()}, loopback4)
+	c := udpClient(t, relayAddr)
+	c.SetWriteBuffer(8 << 20)
+	// Two datagrams answered confirm the flow: then runs may go together.
+	for range 2 {
+		if _, err := exchange(c, []byte{9, 9}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		<-got
+	}
+	for round := range 3 {
+		for i, size := range sizes {
+			b := make([]byte, size)
+			for j := range b {
+				b[j] = byte(i + j + round)
+			}
+			if _, err := c.Write(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, size := range sizes {
+			var b []byte
+			select {
+			case b = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("round %d: datagram %d of %d never arrived", round, i, len(sizes))
+			}
+			if len(b) != size {
+				t.Fatalf("round %d: datagram %d has %d bytes, not %d", round, i, len(b), size)
+			}
+			for j := range b {
+				if b[j] != byte(i+j+round) {
+					t.Fatalf("round %d: datagram %d differs at byte %d", round, i, j)
+				}
+			}
+		}
 	}
 }
