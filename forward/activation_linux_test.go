@@ -22,7 +22,7 @@ import (
 )
 
 // The child side of these tests is this test binary run again with
-// activationModeEnv set: TestActivationChild then plays the activated
+// activationModeEnv set: TestMain then plays the activated
 // process and prints one activationReportPrefix line of JSON.
 const (
 	activationModeEnv      = "NSBIND_TEST_ACTIVATION"
@@ -44,12 +44,20 @@ type activationReport struct {
 	Err         string
 }
 
-// TestActivationChild is the activated process; run directly it skips.
-func TestActivationChild(t *testing.T) {
-	mode := os.Getenv(activationModeEnv)
-	if mode == "" {
-		t.Skip("only runs as the child of the socket activation tests")
+// TestMain lets the test binary play the activated process when
+// activationModeEnv is set (before anything opens a descriptor, as nsbind's
+// parent does), and run the tests otherwise.
+func TestMain(m *testing.M) {
+	if os.Getenv(activationModeEnv) != "" {
+		activationChild()
+		os.Exit(0)
 	}
+	os.Exit(m.Run())
+}
+
+// activationChild is the activated process.
+func activationChild() {
+	mode := os.Getenv(activationModeEnv)
 	if mode == "out" {
 		activationOutChild()
 		return
