@@ -149,6 +149,7 @@ func checkServer(t *testing.T, server int, u *testUser) {
 // Acceptance: root's activator binds a port below 1024, nsbind runs as an
 // ordinary user with no capability, and python3 serves on port 80 inside.
 func TestActivatedPrivilegedPort(t *testing.T) {
+	needRootToActivate(t)
 	u := asTestUser(t)
 	python := systemProgram(t, "python3")
 	www := filepath.Join(u.dir, "www")
@@ -176,6 +177,7 @@ func TestActivatedPrivilegedPort(t *testing.T) {
 // Acceptance: the same for UDP, with --datagram: a server on port 53
 // inside answers on the activator's port.
 func TestActivatedPrivilegedUDPPort(t *testing.T) {
+	needRootToActivate(t)
 	u := asTestUser(t)
 	port := privilegedPort(t, "udp4")
 	a := startActivated(t, u, true, port, "-p", fmt.Sprintf("53:%d/udp", port), "--", u.bin, "__server", "udpecho", "53")
@@ -208,6 +210,15 @@ func TestActivatedPrivilegedUDPPort(t *testing.T) {
 	}
 	a.checkNsbind(u)
 	checkServer(t, serverWithArg(t, a.cmd.Process.Pid, "udpecho"), u)
+}
+
+// needRootToActivate skips unless the test runs as root, which binds the
+// port below 1024 and switches to the test user.
+func needRootToActivate(t *testing.T) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root: systemd-socket-activate binds a port below 1024 as root and setpriv drops to the test user; scripts/test.sh runs it as root")
+	}
 }
 
 // serverWithArg finds the descendant of pid with arg on its command line.
