@@ -171,6 +171,9 @@ type HelperConfig struct {
 	Veth *VethConfig `json:"veth,omitempty"`
 	// Direct gives the server the host sockets at its bind (--direct).
 	Direct bool `json:"direct,omitempty"`
+	// SocketActivation hands the server the host sockets at descriptors
+	// 3.. with LISTEN_FDS (--socket-activation): no relay, no bind filter.
+	SocketActivation bool `json:"socket_activation,omitempty"`
 	// CPUProfile, if set, is a file the helper writes a CPU profile to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
 }

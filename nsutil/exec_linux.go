@@ -63,12 +63,18 @@ func LookPath(command string) (string, error) {
 // BindNotifyFD (seccomp_linux.go), and replaces itself with the server. It
 // returns only on failure, with an *ExecError.
 //
+// handOver, if not nil, runs last before the exec, on the thread that
+// execs, when every descriptor from ExecReportFD up is close-on-exec: it
+// may put descriptors there for the server (--socket-activation's sockets
+// at 3.., internal/helper) and must keep the report descriptor open
+// elsewhere for a failed exec.
+//
 // Capabilities and no_new_privs belong to a thread, and execve takes the
 // calling thread's, so all of it happens on one locked thread. With no
 // ambient capabilities an exec as a non-root uid leaves the server none;
 // the empty bounding set and no_new_privs make sure no setuid or
 // file-capability program run by the server can gain any (fact 8).
-func ExecServer(args, env []string, keepCaps, direct bool) error {
+func ExecServer(args, env []string, keepCaps, direct bool, handOver func() error) error {
 	runtime.LockOSThread()
 	// Only 0, 1 and 2 reach the server. This closes the report descriptor
 	// at a successful exec (which tells StartServer the server runs) and
@@ -87,6 +93,11 @@ func ExecServer(args, env []string, keepCaps, direct bool) error {
 		// Last before the exec: from here on this thread's bind(2)
 		// calls wait for the helper.
 		sendBindListener(BindNotifyFD)
+	}
+	if handOver != nil {
+		if err := handOver(); err != nil {
+			return &ExecError{Command: args[0], Err: err}
+		}
 	}
 	err = unix.Exec(path, args, env)
 	if errors.Is(err, syscall.ENOENT) {

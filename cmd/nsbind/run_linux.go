@@ -37,6 +37,8 @@ type runOptions struct {
 	subnet4, subnet6 netip.Prefix
 	direct           bool
 	stats            bool
+	// --socket-activation (internal/helper, activation_linux.go).
+	socketActivation bool
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -54,6 +56,13 @@ Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the serve
     80:192.0.2.7:8080    one host address
     53:5353/udp          UDP (/tcp is the default)
     8000-8009:18000-18009  ranges of equal length, port by port
+
+  Started by systemd behind a .socket unit (LISTEN_FDS, LISTEN_PID is nsbind's),
+  nsbind serves the sockets it was given instead of binding its own: a -p takes
+  each socket of its protocol and host port (80:80 takes ListenStream=80), only
+  the one bound to its address if it names one (80:0.0.0.0:80), never with host
+  port 0. A socket no -p takes is an error before the server starts (status 125).
+  See README.md, "The real port 80 with systemd".
 
 Flags:
 `
@@ -79,6 +88,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
 	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
+	fs.BoolVar(&o.socketActivation, "socket-activation", false, "hand the server the host sockets themselves, the systemd way (descriptors 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES \"PORT/PROTO\"), for servers that support it: no relay, no copy")
 	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
@@ -135,6 +145,24 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --direct and --net=veth are two different data paths: choose one (--direct needs no privilege)\n")
 		return exitFailed
 	}
+	if o.socketActivation {
+		// The server takes the host sockets itself: nothing relays, so
+		// nothing that changes the relay or another data path applies.
+		switch {
+		case len(o.publish) == 0:
+			fmt.Fprintf(stderr, "nsbind: --socket-activation hands the server the host sockets of -p: publish at least one, e.g. -p 80:8080\n")
+			return exitFailed
+		case o.direct:
+			fmt.Fprintf(stderr, "nsbind: --socket-activation and --direct both hand the server the host sockets, one at descriptors 3.. (LISTEN_FDS), the other at its bind: choose one\n")
+			return exitFailed
+		case proxyVersion != 0:
+			fmt.Fprintf(stderr, "nsbind: --proxy-protocol needs the relay, and with --socket-activation the server accepts the clients itself (it sees their real addresses): drop one of them\n")
+			return exitFailed
+		case o.net == netVeth:
+			fmt.Fprintf(stderr, "nsbind: --socket-activation and --net=veth are two different data paths: choose one\n")
+			return exitFailed
+		}
+	}
 	if err := checkNet(&o); err != nil {
 		fmt.Fprintf(stderr, "nsbind: %v\n", err)
 		return exitFailed
@@ -159,10 +187,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
 		Direct: o.direct, Stats: o.stats,
-		CPUProfile: os.Getenv(profileEnv),
-		Logger:     logline.New(stderr, level),
-		Stderr:     stderr,
-		Describe:   func(err error) string { return describeRun(err, o.publish) },
+		SocketActivation: o.socketActivation,
+		CPUProfile:       os.Getenv(profileEnv),
+		Logger:           logline.New(stderr, level),
+		Stderr:           stderr,
+		Describe:         func(err error) string { return describeRun(err, o.publish) },
 	})
 }
 

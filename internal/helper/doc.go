@@ -10,7 +10,8 @@
 // whose per-SYN loop gives each held SYN the verdict of verdict.go), and,
 // with --direct, the director that answers the server's trapped bind(2)
 // calls (director.go decides, director_linux.go does). It then starts the
-// server through the exec step (exec_linux.go), supervises it
+// server through the exec step (exec_linux.go; with --socket-activation it
+// hands the server the host sockets at 3.., activation_linux.go), supervises it
 // (supervise_linux.go), and when the server ends sends the counters
 // (stats.go) and the exit status to the parent.
 //

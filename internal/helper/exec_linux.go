@@ -36,6 +36,13 @@ func (h *helper) startServer() (*nsutil.Server, error) {
 		args = append(args, execDirect)
 		execFiles = append(execFiles, notifyExec)
 	}
+	if h.cfg.SocketActivation {
+		// The sockets themselves to the server (activation_linux.go).
+		listenArgs, listenFiles := h.listenFiles(nsutil.ExecReportFD + 1 + len(execFiles))
+		args = append(args, listenArgs...)
+		execFiles = append(execFiles, listenFiles...)
+		defer closeAll(listenFiles)
+	}
 	srv, err := nsutil.StartServer(nsutil.ServerConfig{
 		Path:       "/proc/self/exe",
 		Args:       append(append(args, "--"), h.cfg.Command...),
@@ -66,6 +73,7 @@ func (h *helper) startServer() (*nsutil.Server, error) {
 // arguments after argv[0]: the flags above, "--", the command.
 func ExecMain(args []string) int {
 	var keep, direct bool
+	var act handOver
 	for len(args) > 0 && args[0] != "--" {
 		switch args[0] {
 		case execKeepCaps:
@@ -73,14 +81,24 @@ func ExecMain(args []string) int {
 		case execDirect:
 			direct = true
 		default:
-			return nsutil.ReportExecError(fmt.Errorf("the exec step is started by nsbind only (unknown argument %q)", args[0]))
+			if ok, err := act.parseArg(args[0]); err != nil {
+				return nsutil.ReportExecError(err)
+			} else if !ok {
+				return nsutil.ReportExecError(fmt.Errorf("the exec step is started by nsbind only (unknown argument %q)", args[0]))
+			}
 		}
 		args = args[1:]
 	}
 	if len(args) < 2 {
 		return nsutil.ReportExecError(fmt.Errorf("the exec step is started by nsbind only (no command)"))
 	}
-	err := nsutil.ExecServer(args[1:], serverEnv(os.Environ()), keep, direct)
+	env := serverEnv(os.Environ())
+	var last func() error
+	if act.active() {
+		env, last = act.env(env), act.move
+	}
+	err := nsutil.ExecServer(args[1:], env, keep, direct, last)
+	act.restoreReport()
 	return nsutil.ReportExecError(err)
 }
 

@@ -132,9 +132,10 @@ func (h *helper) startOutbound() error {
 }
 
 // relayPublished starts the relay of every published host socket; with
-// --direct the director relays only those the server does not take.
+// --direct the director relays only those the server does not take, with
+// --socket-activation the server takes them all.
 func (h *helper) relayPublished() error {
-	if h.cfg.Direct {
+	if h.cfg.Direct || h.cfg.SocketActivation {
 		return nil
 	}
 	for i, sc := range h.cfg.Sockets {

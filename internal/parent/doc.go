@@ -1,9 +1,10 @@
 // Package parent is nsbind run's own process, on the host, with the user's
 // uid: the parent of the helper.
 //
-// Run's order: it checks the specs and the command, binds every host
-// socket first (forward.Bind; a busy or forbidden port fails before
-// anything starts), starts the helper in new namespaces (nsutil.Start,
+// Run's order: it takes the sockets socket activation passed it
+// (LISTEN_FDS, activation_linux.go), checks the specs and the command,
+// binds every host socket no inherited socket serves (forward.Bind; a busy
+// or forbidden port fails before anything starts), starts the helper in new namespaces (nsutil.Start,
 // helper_linux.go) and sends it its configuration as the first message on
 // the control channel, makes the veth pair with --net=veth (veth_linux.go),
 // and then watches the helper (watch_linux.go): it passes signals on,

@@ -32,6 +32,9 @@ type Options struct {
 	Veth             bool
 	Subnet4, Subnet6 netip.Prefix
 	Direct           bool
+	// SocketActivation is --socket-activation: the server gets the host
+	// sockets at descriptors 3.. with LISTEN_FDS, the systemd way.
+	SocketActivation bool
 	Stats            bool
 	// CPUProfile is a file for the helper's CPU profile, if any.
 	CPUProfile string

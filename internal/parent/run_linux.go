@@ -25,6 +25,9 @@ type run struct {
 	h        *nsutil.Helper
 	veth     *vethRun
 	relays   *hostRelays
+	// inherited are the sockets of socket activation until they are
+	// claimed (activation_linux.go).
+	inherited []forward.ActivatedSocket
 
 	// What the helper reported: the exit status (-1: none yet), whether
 	// the server started and is stopped now, the counters.
@@ -37,6 +40,11 @@ type run struct {
 // Run does the parent's part of a run and returns nsbind's exit status.
 func Run(o Options) int {
 	r := &run{Options: o, result: -1, stats: statsCollector{}}
+	// Sockets passed by socket activation (LISTEN_FDS) first, before
+	// anything opens a descriptor.
+	if err := r.takeInherited(); err != nil {
+		return r.fail(err)
+	}
 	// Nothing starts before the specs and the command are known good.
 	if err := r.plan(); err != nil {
 		return r.fail(err)
@@ -144,7 +152,7 @@ func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 		return nil, fmt.Errorf("publishing %d host sockets needs about %d descriptors, but nsbind may open at most %d (ulimit -Hn): raise the hard limit, e.g. as root: prlimit --nofile=%d:%d -- nsbind run ..., or LimitNOFILE=%d in a systemd unit",
 			len(r.bindings), len(r.bindings)+fdSlack, lim.Cur, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024)
 	}
-	socks, err := forward.Bind(r.bindings, r.Logger)
+	socks, err := r.bindPublished()
 	if err != nil {
 		return nil, err
 	}
