@@ -29,8 +29,16 @@ import (
 type Outbound struct {
 	// Pool supplies unconnected host sockets.
 	Pool *SocketPool
+	// Policy, if not nil, says where on the host a connection to dst
+	// (its original destination inside) goes, or returns the error that
+	// refuses it (the program then gets the verdict of that error). The
+	// helper decides it from its own configuration, never from the path
+	// the connection took: a program may connect to the listener Serve
+	// accepts on directly. Without Policy, ToHost decides.
+	Policy func(dst netip.AddrPort) (netip.AddrPort, error)
 	// ToHost maps loopback addresses inside to host addresses (--to-host,
-	// a resolver on loopback); other destinations are dialed as they are.
+	// a resolver on loopback) when Policy is nil; other destinations are
+	// dialed as they are.
 	ToHost map[netip.AddrPort]netip.AddrPort
 	// Logger gets per-connection events at debug level.
 	Logger *slog.Logger
@@ -131,16 +139,23 @@ func (o *Outbound) take(k outFlow) *net.TCPConn {
 	return d.conn
 }
 
-// hostAddr is where a connection to dst goes on the host.
-func (o *Outbound) hostAddr(dst netip.AddrPort) netip.AddrPort {
-	if h, ok := o.ToHost[dst]; ok {
-		return h
+// hostAddr is where a connection to dst goes on the host, or the error
+// that refuses it.
+func (o *Outbound) hostAddr(dst netip.AddrPort) (netip.AddrPort, error) {
+	if o.Policy != nil {
+		return o.Policy(dst)
 	}
-	return dst
+	if h, ok := o.ToHost[dst]; ok {
+		return h, nil
+	}
+	return dst, nil
 }
 
 func (o *Outbound) dialHost(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error) {
-	to := o.hostAddr(dst)
+	to, err := o.hostAddr(dst)
+	if err != nil {
+		return nil, err
+	}
 	f, err := o.Pool.Get(ctx, KindFor(TCP, to.Addr()))
 	if err != nil {
 		return nil, err
@@ -184,7 +199,7 @@ func (o *Outbound) handle(ctx context.Context, inside *net.TCPConn) {
 	}
 	debug := o.Logger.Enabled(ctx, slog.LevelDebug)
 	if debug {
-		o.Logger.Debug("outbound connection open", "src", src, "dst", dst, "host", o.hostAddr(dst))
+		o.Logger.Debug("outbound connection open", "src", src, "dst", dst, "host", host.RemoteAddr())
 	}
 	o.Stats.opened()
 	in, out := relay(ctx, inside, host)

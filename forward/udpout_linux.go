@@ -38,6 +38,13 @@ type UDPOutbound struct {
 	Logger *slog.Logger
 	// Stats, if not nil, counts flows and datagrams.
 	Stats *Stats
+	// Policy, if not nil, says where on the host a datagram that
+	// ServeTProxy received for dst (its original destination inside)
+	// goes, or refuses it with an error (the datagram is dropped). The
+	// transparent socket takes datagrams sent to it directly too, so the
+	// original destination is all there is to go by. Without Policy,
+	// datagrams go to their original destination.
+	Policy func(dst netip.AddrPort) (netip.AddrPort, error)
 }
 
 // The defaults of UDPOutbound.
@@ -122,7 +129,15 @@ func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error 
 			continue
 		}
 		src, dst = unmapPort(src), unmapPort(dst)
-		s.send(outFlow{src, dst}, dst, buf[:n], func() (func([]byte) error, func(), error) {
+		to := dst
+		if u.Policy != nil {
+			var err error
+			if to, err = u.Policy(dst); err != nil {
+				u.Logger.Debug("outbound datagram not allowed", "src", src, "dst", dst, "err", err)
+				continue
+			}
+		}
+		s.send(outFlow{src, dst}, to, buf[:n], func() (func([]byte) error, func(), error) {
 			return outReplySocket(dst, src)
 		})
 	}

@@ -20,6 +20,10 @@ import (
 // not name it yet.
 const nftTableOwner = 0x2
 
+// ctDirReply is IP_CT_DIR_REPLY, the reply direction of a conntrack
+// entry.
+const ctDirReply = 1
+
 // ctStatusDstNAT is IPS_DST_NAT, the conntrack status bit of a connection
 // whose destination was translated.
 const ctStatusDstNAT = 0x20
@@ -153,14 +157,23 @@ func probeOwnedTable() error {
 //     interface that does not forward get no DNAT: the kernel would drop
 //     them after it (forwarding is decided by the interface a packet
 //     arrives on), so they reach the host socket and its relay instead.
-//   - postrouting (nat): connections from inside to other machines leave
-//     with the host's address (masquerade).
-//   - forward (filter): from inside, new connections towards an interface
-//     that does not forward are refused at once (network unreachable)
-//     rather than left to time out, since their replies could not be
-//     routed back; into the namespace, only connections the prerouting
-//     chain sent there may start, so the rest of the namespace is not
-//     reachable from other machines that route to its subnet.
+//   - forward and input (filter): from the namespace, only replies pass:
+//     packets of connections that were opened towards the namespace (the
+//     DNAT ones, or the host's own to a published port), whose reply
+//     source is the namespace's address. Everything a program inside
+//     starts itself is dropped, whatever its protocol and destination: the
+//     host's addresses on the veth and elsewhere, and other machines
+//     through any interface that forwards. Outbound connections leave
+//     through host sockets the helper holds (which the run's policy
+//     governs), never through the kernel path; a server that removed the
+//     rules inside its namespace (it can with --root) still gets nothing
+//     out, since it cannot change the host's.
+//   - forward (filter), into the namespace: only connections the
+//     prerouting chain sent there may start, so the rest of the namespace
+//     is not reachable from other machines that route to its subnet.
+//   - output (filter): the host's own programs, any local user's, may start
+//     connections to the namespace only on the server's published ports;
+//     others are refused (ICMP port unreachable: "connection refused").
 //
 // Each DNAT rule has a counter (nft list table inet NAME shows it).
 func InstallHostRules(r HostRules) (*HostTable, error) {
@@ -290,14 +303,72 @@ func addHostRules(conn *nftables.Conn, table *nftables.Table, r HostRules) error
 		}
 	}
 
-	post := conn.AddChain(&nftables.Chain{
-		Name: "postrouting", Table: table, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
-	})
 	fwd := conn.AddChain(&nftables.Chain{
 		Name: "forward", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
 	})
+	input := conn.AddChain(&nftables.Chain{
+		Name: "input", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+	})
+	output := conn.AddChain(&nftables.Chain{
+		Name: "output", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter,
+	})
+	fromVeth := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftIfname(r.Veth.Name)},
+	}
+	toVeth := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftIfname(r.Veth.Name)},
+	}
+	// IPv6 neighbour solicitations and advertisements from the namespace
+	// (conntrack does not track them): without them the namespace cannot
+	// find the host side's link address and its IPv6 replies never leave.
+	// Router advertisements and redirects are not among them: a server
+	// with CAP_NET_ADMIN inside could otherwise give the host routes. ARP
+	// is not seen by inet tables.
+	conn.AddRule(&nftables.Rule{Table: table, Chain: input, Exprs: cat(fromVeth,
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{135}, ToData: []byte{136}},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		})})
+	for _, f := range fams {
+		inside := f.inside
+		if !inside.IsValid() {
+			continue
+		}
+		family := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
+		}
+		// A reply: the packet goes the reply way of its connection, which
+		// was opened towards the namespace's address (the reply source is
+		// that address). An ICMP error the namespace sends about another
+		// connection of the host's is related to that one, whose reply
+		// source is elsewhere: dropped.
+		reply := cat(fromVeth, family, []expr.Any{
+			&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ctDirReply}},
+			&expr.Ct{Key: expr.CtKeySRC, Register: 1, Direction: ctDirection(ctDirReply)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: inside.AsSlice()},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		})
+		conn.AddRule(&nftables.Rule{Table: table, Chain: input, Exprs: reply})
+		if f.on {
+			conn.AddRule(&nftables.Rule{Table: table, Chain: fwd, Exprs: reply})
+		}
+	}
+	// Everything else from the namespace: dropped, every family and
+	// protocol.
+	drop := cat(fromVeth, []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: input, Exprs: drop})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: fwd, Exprs: drop})
+
 	for _, f := range fams {
 		if !f.on {
 			continue
@@ -306,52 +377,75 @@ func addHostRules(conn *nftables.Conn, table *nftables.Table, r HostRules) error
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f.nfproto}},
 		}
-		mask := net4or6Mask(f.subnet)
-		fromInside := append(append([]expr.Any{}, family...),
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: f.saddrOff, Len: f.addrLen},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: f.addrLen, Mask: mask, Xor: make([]byte, f.addrLen)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: f.subnet.Addr().AsSlice()},
-		)
-		// Outbound from inside leaves with the host's address.
-		conn.AddRule(&nftables.Rule{Table: table, Chain: post, Exprs: append(append([]expr.Any{}, fromInside...),
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: nftIfname(r.Veth.Name)},
-			&expr.Masq{},
-		)})
-		// Outbound through an interface that does not forward: its
-		// replies would be dropped there, so refuse it now.
-		if !f.all {
-			e := append(append([]expr.Any{}, family...),
-				&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftIfname(r.Veth.Name)},
-			)
-			e = append(e, ctStateNew()...)
-			if s := sets[f.set]; s != nil {
-				e = append(e,
-					&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-					&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: true},
-				)
-			}
-			e = append(e, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_NO_ROUTE})
-			conn.AddRule(&nftables.Rule{Table: table, Chain: fwd, Exprs: e})
-		}
 		// Into the namespace, only what prerouting sent there may start.
-		e := append(append([]expr.Any{}, family...),
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: nftIfname(r.Veth.Name)},
-		)
-		e = append(e, ctStateNew()...)
-		e = append(e,
+		e := cat(family, toVeth, ctStateNew(), []expr.Any{
 			&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 				Mask: binaryutil.NativeEndian.PutUint32(ctStatusDstNAT), Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
 			&expr.Verdict{Kind: expr.VerdictDrop},
-		)
+		})
 		conn.AddRule(&nftables.Rule{Table: table, Chain: fwd, Exprs: e})
 	}
+
+	// The host's own connections to the namespace: published ports only.
+	published, err := publishedSets(conn, table, r.Ports)
+	if err != nil {
+		return err
+	}
+	for _, s := range published {
+		conn.AddRule(&nftables.Rule{Table: table, Chain: output, Exprs: cat(toVeth, ctStateNew(), []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{s.proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: s.set.Name, SetID: s.set.ID},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		})})
+	}
+	conn.AddRule(&nftables.Rule{Table: table, Chain: output, Exprs: cat(toVeth, ctStateNew(), []expr.Any{
+		&expr.Counter{},
+		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH},
+	})})
 	return conn.Flush()
 }
+
+// publishedSet is a set of the ports published inside for one protocol.
+type publishedSet struct {
+	proto byte
+	set   *nftables.Set
+}
+
+// publishedSets adds to table a set of the inside ports published for each
+// of TCP and UDP.
+func publishedSets(conn *nftables.Conn, table *nftables.Table, ports []PublishedPort) ([]publishedSet, error) {
+	var out []publishedSet
+	for _, proto := range []struct {
+		name string
+		num  byte
+	}{{"tcp", unix.IPPROTO_TCP}, {"udp", unix.IPPROTO_UDP}} {
+		seen := map[uint16]bool{}
+		var elems []nftables.SetElement
+		for _, p := range ports {
+			if p.Proto == proto.name && !seen[p.Inside] {
+				seen[p.Inside] = true
+				elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p.Inside)})
+			}
+		}
+		s := &nftables.Set{Table: table, Name: "published_" + proto.name, KeyType: nftables.TypeInetService}
+		if err := conn.AddSet(s, elems); err != nil {
+			return nil, err
+		}
+		out = append(out, publishedSet{proto.num, s})
+	}
+	return out, nil
+}
+
+// ctDirection is a conntrack direction as the ct expression of
+// google/nftables v0.3.0 must be given it: the library sends the field as
+// four big-endian bytes, and the kernel reads NFTA_CT_DIRECTION as one (the
+// first), so the direction goes in the top byte. Without this, every "ct
+// reply ..." would silently load the original direction.
+func ctDirection(dir uint8) uint32 { return uint32(dir) << 24 }
 
 // servesFamily reports whether a host socket bound to host takes clients
 // of the family: its own, and both for [::] (dual-stack).

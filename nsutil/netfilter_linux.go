@@ -222,8 +222,11 @@ func programRules(r OutboundRules, compat bool) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 		}
 
-		// The SYN of a new outbound connection goes to the helper.
+		// The SYN of a new outbound connection goes to the helper; one to
+		// an address of the namespace's own (its eth0 address with
+		// --net=veth) stays inside, as on any host.
 		queue := chain("queue", nftables.ChainTypeFilter, nftables.ChainHookOutput, -150)
+		rule(queue, cat(tcpSYN(), daddrOutside(f), daddrLocal(), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
 		rule(queue, cat(tcpSYN(), daddrOutside(f), queueTo(r.Queue, compat))...)
 		for _, ap := range r.Loopback {
 			if ap.Addr().Is4() != (f.fam == nftables.TableFamilyIPv4) {
@@ -246,6 +249,7 @@ func programRules(r OutboundRules, compat bool) error {
 
 		// Outbound UDP: mark, re-route locally, hand to the helper.
 		mark := chain("udpmark", nftables.ChainTypeRoute, nftables.ChainHookOutput, -150)
+		rule(mark, cat(l4proto(unix.IPPROTO_UDP), daddrOutside(f), daddrLocal(), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
 		// Only datagrams of flows started inside (conntrack's original
 		// direction): the server's answers to clients that came in (a
 		// transparent relay flow, a --net=veth client) are the reply
@@ -300,6 +304,14 @@ func daddrOutside(f familyRules) []expr.Any {
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: f.addrLen, Mask: f.mask, Xor: make([]byte, f.addrLen)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: f.loopback},
+	}
+}
+
+// daddrLocal matches destinations that are addresses of the namespace.
+func daddrLocal() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)},
 	}
 }
 
@@ -378,4 +390,94 @@ func ctOriginal() []expr.Any {
 		&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 	}
+}
+
+// vethGuardTable is the inet table of the rules that guard the namespace's
+// end of the veth (GuardVeth).
+const vethGuardTable = "nsbind-veth"
+
+// guardVeth installs, in the caller's network namespace, the rules that
+// keep the namespace's eth0 (--net=veth) to what the run publishes. They
+// are the inside half of what the host's table (hostrules_linux.go)
+// enforces, so that a connection that may not leave fails at once inside
+// rather than being dropped on the host; the host's half holds even when a
+// server with CAP_NET_ADMIN inside (--root) removes these.
+//
+//   - input: new connections arriving on eth0 only to the published ports
+//     (tcp and udp are the server's ports inside); everything else new is
+//     dropped. Replies and ICMP errors of connections are not new.
+//   - output: nothing a program starts leaves through eth0: outbound
+//     connections go to the helper (SetupOutbound's rules: their SYNs are
+//     redirected to loopback, DNAT in conntrack's terms, and their
+//     datagrams carry MarkUDP), and anything else in the original direction
+//     of its connection, any protocol, is refused with "network
+//     unreachable" — as without a route. The output hook still names the
+//     device of the first route (eth0) after the redirect re-routed a
+//     packet to lo, hence the DNAT and mark tests.
+//   - postrouting: whatever still leaves through eth0 in the original
+//     direction of its connection is dropped; by then the device is the
+//     one the packet really leaves by.
+func guardVeth(tcp, udp []uint16) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("opening nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Name: vethGuardTable, Family: nftables.TableFamilyINet})
+	chain := func(name string, hook *nftables.ChainHook) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: nftables.ChainTypeFilter, Hooknum: hook, Priority: nftables.ChainPriorityFilter})
+	}
+	rule := func(ch *nftables.Chain, exprs ...[]expr.Any) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: cat(exprs...)})
+	}
+	iif := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: nftIfname(VethInside)},
+	}
+	oif := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: nftIfname(VethInside)},
+	}
+	original := []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0}},
+	}
+
+	in := chain("input", nftables.ChainHookInput)
+	for _, p := range []struct {
+		proto byte
+		name  string
+		ports []uint16
+	}{{unix.IPPROTO_TCP, "tcp", tcp}, {unix.IPPROTO_UDP, "udp", udp}} {
+		set := &nftables.Set{Table: t, Name: "published_" + p.name, KeyType: nftables.TypeInetService}
+		var elems []nftables.SetElement
+		for _, port := range p.ports {
+			elems = append(elems, nftables.SetElement{Key: binary.BigEndian.AppendUint16(nil, port)})
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return fmt.Errorf("adding the set of published %s ports: %w", p.name, err)
+		}
+		rule(in, iif, ctStateNew(), l4proto(p.proto), []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		})
+	}
+	rule(in, iif, ctStateNew(), []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})
+
+	out := chain("output", nftables.ChainHookOutput)
+	rule(out, oif, original, []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binary.NativeEndian.AppendUint32(nil, ctStatusDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: make([]byte, 4)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, MarkUDP)},
+		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_NO_ROUTE},
+	})
+	post := chain("postrouting", nftables.ChainHookPostrouting)
+	rule(post, oif, original, []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("installing the rules of %s: %w", VethInside, err)
+	}
+	return nil
 }

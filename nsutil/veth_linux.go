@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -90,34 +91,43 @@ func (v *Veth) Subnet6() netip.Prefix { return v.Host6.Masked() }
 
 // SubnetLock serialises the choice of subnets between concurrent runs on
 // one host, from the choice until the chosen subnet is on an interface
-// (and so visible to the next run as a route). It is an abstract unix
-// socket: the kernel releases it when the process exits, whatever the
-// cause, and it leaves no file behind.
-type SubnetLock struct{ fd int }
+// (and so visible to the next run as a route). It is an flock(2) on
+// SubnetLockFile, in a directory only root may write: only a process that
+// could make veth pairs itself can take it, so no other user can block the
+// runs that can (an abstract unix socket, which any user may bind first,
+// could). The kernel releases the lock when the process exits, whatever the
+// cause; the file stays, empty.
+type SubnetLock struct{ f *os.File }
 
-// subnetLockName is the lock's abstract socket name in the host's network
-// namespace.
-const subnetLockName = "@nsbind-veth-subnets"
+// SubnetLockFile is the subnet lock's file.
+const SubnetLockFile = "/run/nsbind/veth-subnets.lock"
 
 // LockSubnets takes the subnet lock, waiting at most d for another run to
 // release it.
 func LockSubnets(d time.Duration) (*SubnetLock, error) {
+	return lockSubnetsAt(SubnetLockFile, 0, d)
+}
+
+// lockSubnetsAt takes the lock of file, whose directory and file must
+// belong to uid owner.
+func lockSubnetsAt(file string, owner int, d time.Duration) (*SubnetLock, error) {
+	f, err := openLockFile(file, owner)
+	if err != nil {
+		return nil, fmt.Errorf("taking the subnet lock %s: %w", file, err)
+	}
 	deadline := time.Now().Add(d)
 	for {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("taking the subnet lock: %w", err)
-		}
-		err = unix.Bind(fd, &unix.SockaddrUnix{Name: subnetLockName})
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return &SubnetLock{fd: fd}, nil
+			return &SubnetLock{f: f}, nil
 		}
-		unix.Close(fd)
-		if !errors.Is(err, syscall.EADDRINUSE) {
-			return nil, fmt.Errorf("taking the subnet lock: %w", err)
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("taking the subnet lock %s: %w", file, err)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("taking the subnet lock: another nsbind run held it for %v", d)
+			f.Close()
+			return nil, fmt.Errorf("taking the subnet lock %s: another nsbind run held it for %v", file, d)
 		}
 		// Another run is between its choice and its address: a few
 		// milliseconds.
@@ -125,11 +135,74 @@ func LockSubnets(d time.Duration) (*SubnetLock, error) {
 	}
 }
 
+// openLockFile opens (creating them if need be) the lock file and its
+// directory, and refuses either when it is not owner's, a symbolic link,
+// or writable by others: whoever could replace the file or open it could
+// hold the lock. The file is kept 0600, since flock needs only a
+// descriptor, read-only ones included.
+func openLockFile(file string, owner int) (*os.File, error) {
+	dir := filepath.Dir(file)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	if err := checkLockPath(dir, owner, true); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(file, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: file, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), file)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := lockOwnerOK(file, st, owner, false); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode&0o077 != 0 {
+		if err := unix.Fchmod(fd, 0o600); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// checkLockPath checks the lock's directory (dir true) without following
+// a symbolic link.
+func checkLockPath(path string, owner int, dir bool) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return lockOwnerOK(path, st, owner, dir)
+}
+
+func lockOwnerOK(path string, st unix.Stat_t, owner int, dir bool) error {
+	typ := uint32(unix.S_IFREG)
+	what := "a regular file"
+	if dir {
+		typ, what = unix.S_IFDIR, "a directory"
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != typ:
+		return fmt.Errorf("%s is not %s (a symbolic link?): refusing it", path, what)
+	case int(st.Uid) != owner:
+		return fmt.Errorf("%s belongs to uid %d, not %d: refusing it", path, st.Uid, owner)
+	case dir && st.Mode&0o022 != 0:
+		return fmt.Errorf("%s is writable by others (mode %#o): refusing it", path, st.Mode&0o777)
+	}
+	return nil
+}
+
 // Unlock releases the lock; it may be called more than once.
 func (l *SubnetLock) Unlock() {
-	if l != nil && l.fd >= 0 {
-		unix.Close(l.fd)
-		l.fd = -1
+	if l != nil && l.f != nil {
+		l.f.Close()
+		l.f = nil
 	}
 }
 
@@ -427,13 +500,32 @@ func DeleteVeth(name string) error {
 }
 
 // SetupVethInside configures the namespace's end of the pair, from inside:
-// its addresses, up, and default routes through the host side. It runs in
-// the helper, which holds CAP_NET_ADMIN in the namespace. gateway6 and
-// inside6 may be invalid (no IPv6 on the veth).
-func SetupVethInside(inside4 netip.Prefix, gateway4 netip.Addr, inside6 netip.Prefix, gateway6 netip.Addr) error {
+// the rules that let only the published sockets' ports in and nothing a
+// program starts out (guardVeth), its addresses, up, and default routes
+// through the host side. It runs in the helper, which holds CAP_NET_ADMIN
+// in the namespace. gateway6 and inside6 may be invalid (no IPv6 on the
+// veth).
+func SetupVethInside(inside4 netip.Prefix, gateway4 netip.Addr, inside6 netip.Prefix, gateway6 netip.Addr, published []SocketConfig) error {
 	link, err := netlink.LinkByName(VethInside)
 	if err != nil {
 		return fmt.Errorf("finding %s inside: %w", VethInside, err)
+	}
+	var tcp, udp []uint16
+	seen := map[SocketConfig]bool{}
+	for _, s := range published {
+		k := SocketConfig{Proto: s.Proto, Inside: s.Inside}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if s.Proto == "udp" {
+			udp = append(udp, s.Inside)
+		} else {
+			tcp = append(tcp, s.Inside)
+		}
+	}
+	if err := guardVeth(tcp, udp); err != nil {
+		return err
 	}
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: prefixIPNet(inside4)}); err != nil {
 		return fmt.Errorf("adding %s to %s inside: %w", inside4, VethInside, err)

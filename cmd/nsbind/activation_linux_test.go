@@ -24,13 +24,14 @@ import (
 // directories (and interpreters) that user cannot read.
 const systemPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// systemProgram finds name on systemPath, or skips (fails under
-// scripts/test.sh) when it is not installed there.
+// systemProgram finds name on systemPath, executable by everyone (root's
+// PATH may lead to a directory only root can read, as pyenv's shims), or
+// skips (fails under scripts/test.sh) when it is not installed there.
 func systemProgram(t *testing.T, name string) string {
 	t.Helper()
 	for _, dir := range filepath.SplitList(systemPath) {
 		p := filepath.Join(dir, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Perm()&0o001 != 0 {
 			return p
 		}
 	}

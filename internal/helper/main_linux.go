@@ -117,7 +117,7 @@ func (h *helper) setUpNamespace() error {
 		if err != nil {
 			return fmt.Errorf("waiting for the veth: %w", err)
 		}
-		if err := nsutil.SetupVethInside(v.Inside4, v.Gateway4, v.Inside6, v.Gateway6); err != nil {
+		if err := nsutil.SetupVethInside(v.Inside4, v.Gateway4, v.Inside6, v.Gateway6, h.cfg.Sockets); err != nil {
 			return fmt.Errorf("setting up the network namespace: %w", err)
 		}
 	}

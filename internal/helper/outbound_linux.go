@@ -61,7 +61,7 @@ type wayOut struct {
 	tcp, udp []closer
 	queue    *nsutil.Queue
 	fixed    []fixedUDP
-	toHost   map[netip.AddrPort]netip.AddrPort
+	policy   *policy
 	closers  []func()
 }
 
@@ -114,28 +114,40 @@ func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.
 // redirect listens for redirected connections and datagrams, installs the
 // rules that lead there, and opens the queue of held SYNs.
 func (w *wayOut) redirect(cfg nsutil.OutboundConfig) error {
-	// The listeners the rules redirect to, one port for both families.
+	var forwards []hostForward
+	taken := map[protoAddr]bool{}
+	for _, f := range cfg.Forwards {
+		hf := hostForward{forward.Proto(f.Proto), unmapAP(f.Inside), f.Host}
+		forwards = append(forwards, hf)
+		taken[protoAddr{hf.proto, netip.AddrPortFrom(localhost4, hf.inside.Port())}] = true
+	}
+	// The listeners the rules redirect to, one port for both families,
+	// none on a forwarded port (the policy refuses connections to the
+	// helper's own sockets, which would then hide the forward).
 	tcp, tcpPort, err := listenPair(func(a netip.AddrPort) (closer, error) {
 		return net.ListenTCP(outNet("tcp", a), net.TCPAddrFromAddrPort(a))
-	})
+	}, func(port uint16) bool { return taken[protoAddr{forward.TCP, netip.AddrPortFrom(localhost4, port)}] })
 	if err != nil {
 		return fmt.Errorf("listening for redirected connections: %w", err)
 	}
 	w.tcp, w.closers = tcp, append(w.closers, closeEach(tcp))
 	udp, udpPort, err := listenPair(func(a netip.AddrPort) (closer, error) {
 		return forward.ListenTProxyUDP(a)
-	})
+	}, func(port uint16) bool { return taken[protoAddr{forward.UDP, netip.AddrPortFrom(localhost4, port)}] })
 	if err != nil {
 		return fmt.Errorf("listening for redirected datagrams: %w", err)
 	}
 	w.udp, w.closers = udp, append(w.closers, closeEach(udp))
+	var own []protoAddr
+	for _, a := range []netip.Addr{localhost4, localhost6} {
+		own = append(own, protoAddr{forward.TCP, netip.AddrPortFrom(a, tcpPort)}, protoAddr{forward.UDP, netip.AddrPortFrom(a, udpPort)})
+	}
+	w.policy = newPolicy(cfg.Isolated, forwards, own)
 
 	rules := nsutil.OutboundRules{Queue: 0, TCPPort: tcpPort, UDPPort: udpPort}
-	w.toHost = make(map[netip.AddrPort]netip.AddrPort)
 	for _, f := range cfg.Forwards {
 		if forward.Proto(f.Proto) == forward.TCP {
 			rules.Loopback = append(rules.Loopback, f.Inside)
-			w.toHost[f.Inside] = f.Host
 		}
 	}
 	if err := nsutil.SetupOutbound(rules); err != nil {
@@ -173,7 +185,10 @@ func (w *wayOut) listenFixedUDP(cfg nsutil.OutboundConfig, logger *slog.Logger) 
 // serve starts serving the way out: the redirected TCP listeners, the
 // redirected and the fixed UDP sockets, and the per-SYN loop.
 func (o *outbound) serve(ctx context.Context, w *wayOut, wg *sync.WaitGroup, logger *slog.Logger) {
-	out := &forward.Outbound{Pool: o.pool, ToHost: w.toHost, Logger: logger, Stats: o.stats}
+	decide := func(proto forward.Proto) func(netip.AddrPort) (netip.AddrPort, error) {
+		return func(dst netip.AddrPort) (netip.AddrPort, error) { return w.policy.decide(proto, dst) }
+	}
+	out := &forward.Outbound{Pool: o.pool, Policy: decide(forward.TCP), Logger: logger, Stats: o.stats}
 	serve := func(f func()) {
 		wg.Add(1)
 		go func() {
@@ -185,7 +200,7 @@ func (o *outbound) serve(ctx context.Context, w *wayOut, wg *sync.WaitGroup, log
 		serve(func() { out.Serve(ctx, l.(*net.TCPListener)) })
 	}
 	for _, l := range w.udp {
-		u := &forward.UDPOutbound{Pool: o.pool, Logger: logger, Stats: o.stats}
+		u := &forward.UDPOutbound{Pool: o.pool, Policy: decide(forward.UDP), Logger: logger, Stats: o.stats}
 		serve(func() { u.ServeTProxy(ctx, l.(*net.UDPConn)) })
 	}
 	for _, f := range w.fixed {
@@ -249,9 +264,9 @@ func closeEach(cs []closer) func() {
 }
 
 // listenPair listens on 127.0.0.1 and [::1] on one port the kernel picks
-// (the redirect rules name one port for both families). Without IPv6 it
-// listens on 127.0.0.1 only.
-func listenPair(listen func(netip.AddrPort) (closer, error)) ([]closer, uint16, error) {
+// (the redirect rules name one port for both families), other than those
+// avoid reports. Without IPv6 it listens on 127.0.0.1 only.
+func listenPair(listen func(netip.AddrPort) (closer, error), avoid func(uint16) bool) ([]closer, uint16, error) {
 	var err error
 	for range 20 {
 		var c4 closer
@@ -260,6 +275,12 @@ func listenPair(listen func(netip.AddrPort) (closer, error)) ([]closer, uint16, 
 			return nil, 0, err
 		}
 		port := portOf(c4)
+		if avoid(port) {
+			// Closed only after the next try, so that it picks another.
+			defer c4.Close()
+			err = syscall.EADDRINUSE
+			continue
+		}
 		c6, err6 := listen(netip.AddrPortFrom(localhost6, port))
 		if err6 == nil {
 			return []closer{c4, c6}, port, nil

@@ -126,8 +126,8 @@ func describeVeth(v nsutil.Veth) string {
 
 // forwardingNote is one line about the host interfaces that do not forward,
 // or "" when every interface with an address does: clients that arrive
-// there reach the relay instead of the kernel path, and connections from
-// inside cannot leave through them. nsbind never changes that setting.
+// there reach the relay instead of the kernel path. nsbind never changes
+// that setting.
 func forwardingNote(f nsutil.Forwarding, ipv6 bool) string {
 	var sysctls []string
 	seen := map[string]bool{}
@@ -154,6 +154,6 @@ func forwardingNote(f nsutil.Forwarding, ipv6 bool) string {
 	if len(names) > 1 {
 		verb = "do"
 	}
-	return fmt.Sprintf("%s %s not forward (%s; nsbind leaves host settings alone): clients arriving there are relayed, not routed through the veth, and connections from inside cannot leave through it; loopback is always relayed",
+	return fmt.Sprintf("%s %s not forward (%s; nsbind leaves host settings alone): clients arriving there are relayed, not routed through the veth; loopback is always relayed",
 		strings.Join(names, ", "), verb, strings.Join(sysctls, ", "))
 }
