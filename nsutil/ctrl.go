@@ -173,6 +173,9 @@ type HelperConfig struct {
 	Direct bool `json:"direct,omitempty"`
 	// CPUProfile, if set, is a file the helper writes a CPU profile to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Confine, if set, confines the server (--confine): the exec step
+	// calls Confine with it.
+	Confine *ConfineConfig `json:"confine,omitempty"`
 }
 
 // SocketConfig is one published host socket.
