@@ -235,9 +235,10 @@ func (s *confineSetup) start(t *testing.T, kill bool, args ...string) (*nsbindRu
 		killArg = "kill"
 	}
 	sh := needProgram(t, "sh")
-	args = append(args, "-p", "80:0", "--", os.Args[0], "__server", "confinecheck", "80",
+	args = append(args, "-p", "80:0", "--", selfBinary(t), "__server", "confinecheck", "80",
 		s.secret, s.socket, s.outside, s.homeFile, killArg)
 	r := startNsbindIn(t, t.TempDir(), func(cmd *exec.Cmd) {
+		cmd.Args[0] = selfBinary(t)
 		cmd.Args = append([]string{"sh", "-c", confineNsbindPidEnv + `=$$ exec "$0" "$@"`}, cmd.Args...)
 		cmd.Path = sh
 		cmd.Dir = s.work
@@ -254,6 +255,17 @@ func (s *confineSetup) start(t *testing.T, kill bool, args ...string) (*nsbindRu
 		t.Fatalf("through the host port: %q", got)
 	}
 	return r, c
+}
+
+// selfBinary is the test binary's absolute path, for a command run in
+// another working directory.
+func selfBinary(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // dialBanner reads what the server at ap sends.
@@ -377,7 +389,7 @@ func TestConfinePythonHTTPServer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(work, "index.html"), []byte("hello from a confined python\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := startNsbindIn(t, t.TempDir(), func(cmd *exec.Cmd) { cmd.Dir = work },
+	r := startNsbindIn(t, t.TempDir(), func(cmd *exec.Cmd) { cmd.Path, cmd.Dir = selfBinary(t), work },
 		"--confine", "-p", "80:0", "--", python, "-m", "http.server", "80")
 	httpGet(t, netip.MustParseAddr("127.0.0.1"), r.addr(4), "hello from a confined python")
 	httpGet(t, netip.IPv6Loopback(), r.addr(6), "hello from a confined python")
@@ -430,7 +442,7 @@ http {
 `, work, docroot, logs)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	prepare := func(cmd *exec.Cmd) { cmd.Dir = work }
+	prepare := func(cmd *exec.Cmd) { cmd.Path, cmd.Dir = selfBinary(t), work }
 	if u != nil {
 		prepare = func(cmd *exec.Cmd) {
 			cmd.Path, cmd.Args[0], cmd.Dir = u.bin, u.bin, work
@@ -518,7 +530,7 @@ func runNsbindIn(t *testing.T, dir string, env []string, args ...string) (int, s
 	t.Helper()
 	requireUserns(t)
 	cmd := nsbindCmd(args...)
-	cmd.Dir, cmd.Env = dir, env
+	cmd.Path, cmd.Dir, cmd.Env = selfBinary(t), dir, env
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
