@@ -176,6 +176,9 @@ type HelperConfig struct {
 	SocketActivation bool `json:"socket_activation,omitempty"`
 	// CPUProfile, if set, is a file the helper writes a CPU profile to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
+	// Confine, if set, confines the server (--confine): the exec step
+	// calls Confine with it.
+	Confine *ConfineConfig `json:"confine,omitempty"`
 }
 
 // SocketConfig is one published host socket.

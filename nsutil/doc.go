@@ -25,7 +25,8 @@
 // Start starts the helper. ProbeOutbound runs in any process with
 // CAP_NET_ADMIN in its user namespace (the helper, or the probe).
 // ExecServer runs in the exec step, the short-lived process that becomes
-// the server, and installs the bind filter there.
+// the server, and installs the bind filter there; Confine runs there too
+// (called by ExecServer), and so does the Landlock signal scoping.
 //
 // Concurrency: Start forks from a goroutine locked to its thread for the
 // helper's whole life (Go's Pdeathsig is tied to the forking thread).
@@ -33,8 +34,8 @@
 // Queue.Next is called from one goroutine, Queue.Verdict from any.
 // After StartServer the calling process reaps all its children on its own
 // goroutine and must start no other child process. ExecServer works on one
-// locked thread, because capabilities, no_new_privs and seccomp filters are
-// per thread. BindListener.Next is called from one goroutine at a time; its
+// locked thread, because capabilities, no_new_privs, seccomp filters,
+// Landlock domains and Confine's mount namespace are per thread. BindListener.Next is called from one goroutine at a time; its
 // answers (Continue, Replace...) and Close from any.
 //
 // The control protocol (ctrl.go) and the errors that cross it (errors.go)

@@ -313,6 +313,8 @@ func doctorChecks(f nsutil.HostFacts, p nsutil.ProbeResult, exe string) doctorRe
 		add(check{Name: checkVeth, Status: statusOK, Message: "available: this process may create a veth pair and an owned nftables table on the host"})
 	}
 
+	add(landlockCheck(nsutil.LandlockABI()))
+
 	rep := doctorReport{RunWorks: true, Checks: checks}
 	for _, c := range checks {
 		if c.Status == statusFail {
@@ -320,4 +322,19 @@ func doctorChecks(f nsutil.HostFacts, p nsutil.ProbeResult, exe string) doctorRe
 		}
 	}
 	return rep
+}
+
+// checkLandlock is doctor's line on Landlock, the second layer of
+// --confine and what scopes every server's signals.
+const checkLandlock = "landlock"
+
+// landlockCheck is the line for a kernel with Landlock ABI abi (0: none).
+func landlockCheck(abi int) check {
+	switch {
+	case abi == 0:
+		return check{Name: checkLandlock, Status: statusWarn, Message: "not available (not built in, or not in the lsm= list at boot): --confine confines by the mount namespace alone, and the server can signal the helper"}
+	case abi < 6:
+		return check{Name: checkLandlock, Status: statusWarn, Message: fmt.Sprintf("ABI %d (filesystem rules): no signal scoping (ABI 6, Linux 6.12), so the server can signal the helper", abi)}
+	}
+	return check{Name: checkLandlock, Status: statusOK, Message: fmt.Sprintf("ABI %d (filesystem, signal and abstract-socket scoping)", abi)}
 }

@@ -52,10 +52,10 @@ func TestDoctorPasses(t *testing.T) {
 		t.Fatalf("exit %d; stdout:\n%s\nstderr:\n%s", code, out, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 15 || lines[14] != "nsbind run will work here." {
-		t.Fatalf("want 14 checks and the verdict, got:\n%s", out)
+	if len(lines) != 16 || lines[15] != "nsbind run will work here." {
+		t.Fatalf("want 15 checks and the verdict, got:\n%s", out)
 	}
-	for _, l := range lines[:14] {
+	for _, l := range lines[:15] {
 		switch status, _, _ := strings.Cut(l, " "); status {
 		case "OK", "INFO":
 		case "WARN":
@@ -76,7 +76,7 @@ func TestDoctorPasses(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
-	if code != 0 || !rep.RunWorks || len(rep.Checks) != 14 {
+	if code != 0 || !rep.RunWorks || len(rep.Checks) != 15 {
 		t.Fatalf("--json: exit %d, %+v", code, rep)
 	}
 }

@@ -55,6 +55,7 @@ func TestMain(m *testing.M) {
 //	               0.0.0.0:PORT only, udpecho6 on [::]:PORT IPv6 only
 //	...            and the servers of the --direct tests (directTestServer)
 //	flood, farewell, sink, echo1   servers for the fault tests (faultServer)
+//	confinecheck ...  the server of the --confine tests (confineTestServer)
 //
 // It prints "listening" once it listens.
 func testServer(args []string) int {
@@ -157,6 +158,9 @@ func testServer(args []string) int {
 		return 42
 	}
 	if code, ok := directTestServer(args); ok {
+		return code
+	}
+	if code, ok := confineTestServer(args); ok {
 		return code
 	}
 	fmt.Fprintf(os.Stderr, "unknown test server %q\n", args[0])

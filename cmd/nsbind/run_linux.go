@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -14,6 +15,7 @@ import (
 	"github.com/nsbind/nsbind/forward"
 	"github.com/nsbind/nsbind/internal/logline"
 	"github.com/nsbind/nsbind/internal/parent"
+	"github.com/nsbind/nsbind/nsutil"
 )
 
 type runOptions struct {
@@ -39,6 +41,9 @@ type runOptions struct {
 	stats            bool
 	// --socket-activation (internal/helper, activation_linux.go).
 	socketActivation bool
+	// --confine and what it lets the server see (nsutil/confine.go).
+	confine               bool
+	allowRead, allowWrite []string
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -90,6 +95,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
 	fs.BoolVar(&o.socketActivation, "socket-activation", false, "hand the server the host sockets themselves, the systemd way (descriptors 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES \"PORT/PROTO\"), for servers that support it: no relay, no copy")
 	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
+	fs.BoolVar(&o.confine, "confine", false, "confine the server: it sees the host's files read-only, writes only its working directory and a private /tmp, and sees neither your home (but the working directory) nor your session's sockets and secrets (README, --confine)")
+	fs.StringArrayVar(&o.allowRead, "allow-read", nil, "with --confine: let the server read `PATH` (a file or directory) even where it is hidden (repeatable)")
+	fs.StringArrayVar(&o.allowWrite, "allow-write", nil, "with --confine: let the server read and write `PATH` (a file or directory) (repeatable)")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -179,6 +187,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
 		return exitFailed
 	}
+	confine, err := confineConfig(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "nsbind: %v\n", err)
+		return exitFailed
+	}
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -188,6 +201,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
 		Direct: o.direct, Stats: o.stats,
 		SocketActivation: o.socketActivation,
+		Confine:          confine,
 		CPUProfile:       os.Getenv(profileEnv),
 		Logger:           logline.New(stderr, level),
 		Stderr:           stderr,
@@ -201,3 +215,42 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 // nothing but that a profile is written. No NSBIND_* variable reaches the
 // server.
 const profileEnv = "NSBIND_CPUPROFILE"
+
+// confineConfig is the server's confinement of --confine, --allow-read and
+// --allow-write, nil without --confine. Every path must exist: it is
+// checked here, before anything starts, and made absolute, so that the
+// exec step finds the same paths whatever its working directory.
+func confineConfig(o runOptions) (*nsutil.ConfineConfig, error) {
+	if !o.confine {
+		if len(o.allowRead) > 0 || len(o.allowWrite) > 0 {
+			return nil, errors.New("--allow-read and --allow-write open paths in the view of --confine, and mean nothing without it: add --confine")
+		}
+		return nil, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("--confine: the working directory: %w", err)
+	}
+	cfg := nsutil.ConfineConfigFromEnv(os.Environ(), os.Getuid(), wd)
+	abs := func(paths []string) ([]string, error) {
+		var out []string
+		for _, p := range paths {
+			a, err := filepath.Abs(p)
+			if err != nil {
+				return nil, fmt.Errorf("--confine: %s: %w", p, err)
+			}
+			out = append(out, a)
+		}
+		return out, nil
+	}
+	if cfg.AllowRead, err = abs(o.allowRead); err != nil {
+		return nil, err
+	}
+	if cfg.AllowWrite, err = abs(o.allowWrite); err != nil {
+		return nil, err
+	}
+	if err := nsutil.CheckConfine(cfg); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}

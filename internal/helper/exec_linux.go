@@ -1,7 +1,9 @@
 package helper
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -14,6 +16,8 @@ import (
 const (
 	execKeepCaps = "--keep-caps" // --root: keep the namespace's capabilities
 	execDirect   = "--direct"    // install the bind filter (--direct)
+	execConfine  = "--confine"   // followed by the nsutil.ConfineConfig in JSON
+	execQuiet    = "--quiet"     // print no note (--quiet)
 )
 
 // startServer starts the server through the exec step and, with --direct,
@@ -43,6 +47,16 @@ func (h *helper) startServer() (*nsutil.Server, error) {
 		execFiles = append(execFiles, listenFiles...)
 		defer closeAll(listenFiles)
 	}
+	if h.cfg.Confine != nil {
+		b, err := json.Marshal(h.cfg.Confine)
+		if err != nil {
+			return nil, fmt.Errorf("--confine: %w", err)
+		}
+		args = append(args, execConfine, string(b))
+		if strings.EqualFold(h.cfg.LogLevel, slog.LevelError.String()) {
+			args = append(args, execQuiet)
+		}
+	}
 	srv, err := nsutil.StartServer(nsutil.ServerConfig{
 		Path:       "/proc/self/exe",
 		Args:       append(append(args, "--"), h.cfg.Command...),
@@ -69,17 +83,27 @@ func (h *helper) startServer() (*nsutil.Server, error) {
 }
 
 // ExecMain is the exec step (argv[0] nsutil.RoleExec): it drops nsbind's
-// capabilities and environment and becomes the server. args are its
-// arguments after argv[0]: the flags above, "--", the command.
+// capabilities and environment, confines the server with --confine, and
+// becomes the server. args are its arguments after argv[0]: the flags
+// above, "--", the command.
 func ExecMain(args []string) int {
-	var keep, direct bool
+	var o nsutil.ExecOptions
+	quiet := false
 	var act handOver
 	for len(args) > 0 && args[0] != "--" {
 		switch args[0] {
 		case execKeepCaps:
-			keep = true
+			o.KeepCaps = true
 		case execDirect:
-			direct = true
+			o.Direct = true
+		case execQuiet:
+			quiet = true
+		case execConfine:
+			o.Confine = new(nsutil.ConfineConfig)
+			if len(args) < 2 || json.Unmarshal([]byte(args[1]), o.Confine) != nil {
+				return nsutil.ReportExecError(fmt.Errorf("the exec step is started by nsbind only (bad %s)", execConfine))
+			}
+			args = args[1:]
 		default:
 			if ok, err := act.parseArg(args[0]); err != nil {
 				return nsutil.ReportExecError(err)
@@ -93,11 +117,18 @@ func ExecMain(args []string) int {
 		return nsutil.ReportExecError(fmt.Errorf("the exec step is started by nsbind only (no command)"))
 	}
 	env := serverEnv(os.Environ())
-	var last func() error
-	if act.active() {
-		env, last = act.env(env), act.move
+	if o.Confine != nil {
+		env = nsutil.ServerEnvConfined(env)
+		if !quiet {
+			// The exec step's stderr is the user's, as the server's
+			// will be: the line goes out before the server's first.
+			o.Note = func(s string) { fmt.Fprintf(os.Stderr, "nsbind: %s\n", s) }
+		}
 	}
-	err := nsutil.ExecServer(args[1:], env, keep, direct, last)
+	if act.active() {
+		env, o.HandOver = act.env(env), act.move
+	}
+	err := nsutil.ExecServer(args[1:], env, o)
 	act.restoreReport()
 	return nsutil.ReportExecError(err)
 }

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/nsbind/nsbind/nsutil"
 )
 
 // Options are nsbind run's flags, checked by cmd/nsbind, and what Run
@@ -38,6 +40,9 @@ type Options struct {
 	Stats            bool
 	// CPUProfile is a file for the helper's CPU profile, if any.
 	CPUProfile string
+	// Confine, if set, confines the server (--confine), checked with
+	// nsutil.CheckConfine already.
+	Confine *nsutil.ConfineConfig
 
 	Logger *slog.Logger
 	Stderr io.Writer

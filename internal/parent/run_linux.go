@@ -133,6 +133,7 @@ func (r *run) plan() error {
 		UDPMaxFlows:    r.UDPMaxFlows,
 		Direct:         r.Direct && len(bindings) > 0,
 		CPUProfile:     r.CPUProfile,
+		Confine:        r.Confine,
 	}
 	return nil
 }
