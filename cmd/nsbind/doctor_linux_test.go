@@ -76,7 +76,7 @@ func TestDoctorPasses(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
-	if code != 0 || !rep.RunWorks || len(rep.Checks) != 14 {
+	if code != 0 || !rep.RunWorks || len(rep.Checks) != 15 {
 		t.Fatalf("--json: exit %d, %+v", code, rep)
 	}
 }
