@@ -164,6 +164,14 @@ func command(cfg Config, ctrl *os.File, flags uintptr) *exec.Cmd {
 		// among them for EnterIDs to change to the plan's ids.
 		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_SETUID, unix.CAP_SETGID)
 	}
+	if cfg.IDs != nil && cfg.IDs.UID == 0 {
+		// --root: the server has every capability of the namespace, and
+		// the helper, which execs before its maps exist, only these. The
+		// kernel lets it read the server's memory and take its
+		// descriptors (the --direct director) only with CAP_SYS_PTRACE
+		// when the server's capabilities are not a subset of its own.
+		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_SYS_PTRACE)
+	}
 	return &exec.Cmd{
 		Path:        cfg.Path,
 		Args:        cfg.Args,

@@ -29,8 +29,9 @@ type IDs struct {
 func PlanIDs(root bool, user string) (IDs, error) {
 	in := nsutil.IDPlanInput{
 		CallerUID: os.Geteuid(), CallerGID: os.Getegid(),
-		Root:      root,
-		TargetUID: -1, TargetGID: -1,
+		NotHostRoot: os.Geteuid() == 0 && !rootIsHostRoot(),
+		Root:        root,
+		TargetUID:   -1, TargetGID: -1,
 	}
 	var ids IDs
 	// The user whose ranges the namespace maps: the target for root,
@@ -45,7 +46,7 @@ func PlanIDs(root bool, user string) (IDs, error) {
 		in.TargetUID, in.TargetGID = uid, gid
 		ids.Name, ids.Home = name, home
 		mapped = uid
-	case in.CallerUID == 0:
+	case in.CallerUID == 0 && !in.NotHostRoot:
 		uid, gid, ok, err := sudoUser()
 		if err != nil {
 			return IDs{}, err
@@ -79,6 +80,31 @@ func PlanIDs(root bool, user string) (IDs, error) {
 	}
 	ids.Plan = plan
 	return ids, nil
+}
+
+// rootIsHostRoot says whether uid 0 of nsbind's user namespace is uid 0
+// of the namespace above it, as /proc/self/uid_map says: in the host's
+// own namespace, or in a container whose root is the host's. A rootless
+// container's uid 0 is an unprivileged user on the host. What cannot be
+// read counts as host root: nsbind assumes the worst.
+func rootIsHostRoot() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		inside, err1 := strconv.Atoi(f[0])
+		host, err2 := strconv.Atoi(f[1])
+		count, err3 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil && err3 == nil && inside == 0 && count > 0 {
+			return host == 0
+		}
+	}
+	return true
 }
 
 // lookupID is the name and home of uid in the user database, "" when it
