@@ -68,7 +68,9 @@ type Helper struct {
 }
 
 // Start starts the helper in new user and network namespaces, and, where
-// the kernel allows it, new PID and mount namespaces.
+// the kernel allows it, new PID and mount namespaces, and writes its id
+// maps (cfg.IDs) before it returns. A map that cannot be written kills
+// the helper and returns the *IDMapError.
 //
 // Go's Pdeathsig fires when the thread that forked the child exits, not the
 // process (fact 7). Start forks from a goroutine that stays locked to its
