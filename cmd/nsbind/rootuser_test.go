@@ -38,8 +38,9 @@ func prepareRootSuite() (cleanup func()) {
 	} else if exe, err := os.Executable(); err == nil && !othersReach(exe) {
 		if copy, dir, err := copyForOthers(exe); err == nil {
 			os.Setenv(suiteCopyEnv, dir)
-			err = syscall.Exec(copy, append([]string{copy}, os.Args[1:]...), os.Environ())
-			os.RemoveAll(dir) // only when the exec failed
+			// Returns only when the exec failed: go on from here.
+			syscall.Exec(copy, append([]string{copy}, os.Args[1:]...), os.Environ())
+			os.RemoveAll(dir)
 			os.Unsetenv(suiteCopyEnv)
 		}
 	}
