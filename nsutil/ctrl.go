@@ -150,10 +150,13 @@ type HelperConfig struct {
 	Command []string `json:"command"`
 	// Sockets are the inherited host sockets, in descriptor order from
 	// FirstFD on.
-	Sockets    []SocketConfig `json:"sockets"`
-	Root       bool           `json:"root,omitempty"`
-	Foreground bool           `json:"foreground,omitempty"`
-	LogLevel   string         `json:"log_level"`
+	Sockets []SocketConfig `json:"sockets"`
+	Root    bool           `json:"root,omitempty"`
+	// IDs is who the helper becomes before anything else (EnterIDs):
+	// the parent has written its id maps before it sent this message.
+	IDs        IDsConfig `json:"ids"`
+	Foreground bool      `json:"foreground,omitempty"`
+	LogLevel   string    `json:"log_level"`
 	// ConnectTimeout is how long a connection waits for the server to
 	// listen.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
@@ -180,6 +183,18 @@ type HelperConfig struct {
 	// calls Confine with it.
 	Confine *ConfineConfig `json:"confine,omitempty"`
 }
+
+// IDsConfig is the part of the parent's IDPlan the helper acts on: the
+// ids it runs as inside, and whether it must change to them (the caller
+// is host root, so the helper is still kernel uid 0).
+type IDsConfig struct {
+	UID    int  `json:"uid"`
+	GID    int  `json:"gid"`
+	Switch bool `json:"switch,omitempty"`
+}
+
+// Plan is the IDPlan EnterIDs needs.
+func (c IDsConfig) Plan() IDPlan { return IDPlan{UID: c.UID, GID: c.GID, Switch: c.Switch} }
 
 // SocketConfig is one published host socket.
 type SocketConfig struct {

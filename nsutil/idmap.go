@@ -128,6 +128,10 @@ type IDPlanInput struct {
 	// CallerUID and CallerGID are nsbind's own (effective) ids on the
 	// host; CallerUID 0 is host root.
 	CallerUID, CallerGID int
+	// NotHostRoot says a CallerUID 0 is root of a user namespace whose
+	// uid 0 is not host uid 0 (a rootless container): such a caller is
+	// unprivileged on the host, and maps itself as any user does.
+	NotHostRoot bool
 	// Root is --root: uid and gid 0 inside.
 	Root bool
 	// TargetUID and TargetGID are the user the server runs as when the
@@ -187,7 +191,7 @@ func (p IDPlan) Direct() bool { return p.NewUIDMap == "" }
 // Host root without a target user is an error that names --user: the one
 // map that would be left, 0 → 0, makes the server host root.
 func PlanIDs(in IDPlanInput) (IDPlan, error) {
-	if in.CallerUID == 0 {
+	if in.CallerUID == 0 && !in.NotHostRoot {
 		return planAsRoot(in)
 	}
 	if in.TargetUID >= 0 && in.TargetUID != in.CallerUID {

@@ -35,8 +35,15 @@ type Config struct {
 	// channel is CtrlFD). Thousands are fine: the kernel bounds them only
 	// by the descriptor limit, unlike the environment.
 	Files []*os.File
-	// Root maps the user to uid and gid 0 inside instead of to itself.
-	Root bool
+	// IDs is how the helper gets its ids (PlanIDs): the maps are written
+	// after the helper has started (WriteIDMaps) and, with IDs.Switch, it
+	// gets CAP_SETUID and CAP_SETGID to change to them (EnterIDs). The
+	// helper must not use its ids before it is told the maps are there
+	// (the configuration message follows them). Nil maps the caller to
+	// itself before the exec, as Go writes a one-line map: only for
+	// nsbind's own probe (nsbind doctor), which runs no command of the
+	// user's.
+	IDs *IDPlan
 	// Stdin, Stdout and Stderr are the helper's standard descriptors.
 	Stdin, Stdout, Stderr *os.File
 	Logger                *slog.Logger
@@ -61,7 +68,9 @@ type Helper struct {
 }
 
 // Start starts the helper in new user and network namespaces, and, where
-// the kernel allows it, new PID and mount namespaces.
+// the kernel allows it, new PID and mount namespaces, and writes its id
+// maps (cfg.IDs) before it returns. A map that cannot be written kills
+// the helper and returns the *IDMapError.
 //
 // Go's Pdeathsig fires when the thread that forked the child exits, not the
 // process (fact 7). Start forks from a goroutine that stays locked to its
@@ -108,12 +117,26 @@ func Start(cfg Config) (*Helper, error) {
 			return
 		}
 		h.Pid = cmd.Process.Pid
+		// After the PID-namespace retry: the maps belong to the helper
+		// that runs. Until they are written, its ids are unmapped inside.
+		if cfg.IDs != nil {
+			if err := WriteIDMaps(h.Pid, *cfg.IDs); err != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+				started <- err
+				return
+			}
+		}
 		started <- nil
 		h.err = cmd.Wait()
 		h.state = cmd.ProcessState
 	}()
 	if err := <-started; err != nil {
 		ctrl.Close()
+		var me *IDMapError
+		if errors.As(err, &me) {
+			return nil, err
+		}
 		// Go reports a refused clone(2) and a refused write of the uid or
 		// gid map alike, as the errno of the exec.
 		return nil, &NamespaceError{Step: StepCreate, Err: err}
@@ -122,32 +145,45 @@ func Start(cfg Config) (*Helper, error) {
 }
 
 func command(cfg Config, ctrl *os.File, flags uintptr) *exec.Cmd {
-	uid, gid := os.Getuid(), os.Getgid()
-	inUID, inGID := uid, gid
-	if cfg.Root {
-		inUID, inGID = 0, 0
+	attr := &syscall.SysProcAttr{
+		Cloneflags:  flags,
+		AmbientCaps: helperCaps(),
+		Pdeathsig:   syscall.SIGKILL,
 	}
-	cmd := &exec.Cmd{
-		Path:       cfg.Path,
-		Args:       cfg.Args,
-		Env:        cfg.Env,
-		Stdin:      cfg.Stdin,
-		Stdout:     cfg.Stdout,
-		Stderr:     cfg.Stderr,
-		ExtraFiles: append([]*os.File{ctrl}, cfg.Files...),
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			// One line per map, the user's own ids: all an unprivileged
-			// user may write. Setgroups must stay denied for that
-			// (enabling it gives EPERM).
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: inUID, HostID: uid, Size: 1}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: inGID, HostID: gid, Size: 1}},
-			GidMappingsEnableSetgroups: false,
-			AmbientCaps:                helperCaps(),
-			Pdeathsig:                  syscall.SIGKILL,
-		},
+	switch {
+	case cfg.IDs == nil:
+		// One line per map, the caller's own ids, written by Go before
+		// the exec: all an unprivileged user may write. Setgroups must
+		// stay denied for that (enabling it gives EPERM).
+		uid, gid := os.Getuid(), os.Getgid()
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	case cfg.IDs.Switch:
+		// Host root's child is still kernel uid 0 after clone(2), and
+		// execs before its maps exist, as an id unmapped inside: only
+		// ambient capabilities survive that exec, so these two must be
+		// among them for EnterIDs to change to the plan's ids.
+		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_SETUID, unix.CAP_SETGID)
 	}
-	return cmd
+	if cfg.IDs != nil && cfg.IDs.UID == 0 {
+		// --root: the server has every capability of the namespace, and
+		// the helper, which execs before its maps exist, only these. The
+		// kernel lets it read the server's memory and take its
+		// descriptors (the --direct director) only with CAP_SYS_PTRACE
+		// when the server's capabilities are not a subset of its own.
+		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_SYS_PTRACE)
+	}
+	return &exec.Cmd{
+		Path:        cfg.Path,
+		Args:        cfg.Args,
+		Env:         cfg.Env,
+		Stdin:       cfg.Stdin,
+		Stdout:      cfg.Stdout,
+		Stderr:      cfg.Stderr,
+		ExtraFiles:  append([]*os.File{ctrl}, cfg.Files...),
+		SysProcAttr: attr,
+	}
 }
 
 // Done is closed when the helper has exited.

@@ -102,7 +102,7 @@ func (r *nsbindRun) waitStderr(s string) {
 func TestDirectHTTPServer(t *testing.T) {
 	python := needProgram(t, "python3")
 	curlPath := needProgram(t, "curl")
-	dir := t.TempDir()
+	dir := serverTempDir(t)
 	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello from inside\n"), 0o644)
 	tests := []struct {
 		name   string

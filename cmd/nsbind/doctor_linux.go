@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/nsbind/nsbind/internal/parent"
 	"github.com/nsbind/nsbind/nsutil"
 )
 
@@ -88,6 +89,7 @@ func doctorCommand(args []string, stdout, stderr io.Writer) int {
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	rep := doctorChecks(facts, probe, exe)
+	rep.Checks = append(rep.Checks, idRangesCheck(parent.PlanIDs(true, "")))
 	if *asJSON {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintf(stdout, "%s\n", b)
@@ -337,4 +339,47 @@ func landlockCheck(abi int) check {
 		return check{Name: checkLandlock, Status: statusWarn, Message: fmt.Sprintf("ABI %d (filesystem rules): no signal scoping (ABI 6, Linux 6.12), so the server can signal the helper", abi)}
 	}
 	return check{Name: checkLandlock, Status: statusOK, Message: fmt.Sprintf("ABI %d (filesystem, signal and abstract-socket scoping)", abi)}
+}
+
+// checkIDRanges is doctor's line on what --root maps here.
+const checkIDRanges = "--root id ranges"
+
+// idRangesCheck says what --root maps for the user the server would run
+// as (parent.PlanIDs with --root): the subordinate ranges, or the note on
+// why a server that drops privileges will fail, or that root must name
+// the user. It never fails the report: run works without ranges.
+func idRangesCheck(ids parent.IDs, err error) check {
+	c := check{Name: checkIDRanges, Status: statusInfo}
+	p := ids.Plan
+	switch {
+	case err != nil:
+		c.Message = err.Error()
+	case p.Note != "":
+		c.Status = statusWarn
+		c.Message = p.Note
+	default:
+		who := ids.Name
+		if who == "" {
+			who = fmt.Sprintf("uid %d", p.HostUID)
+		}
+		var uids, gids []string
+		for _, e := range p.UIDMap[1:] {
+			uids = append(uids, mapRange(e))
+		}
+		for _, e := range p.GIDMap[1:] {
+			gids = append(gids, mapRange(e))
+		}
+		by := "written by nsbind"
+		if !p.Direct() {
+			by = "written by " + p.NewUIDMap + " and " + p.NewGIDMap
+		}
+		c.Message = fmt.Sprintf("uid and gid 0 inside are %s (%d:%d on the host); uids %s, gids %s (%s): servers that start as root and drop to a worker user work, and their files are owned by those host ids",
+			who, p.HostUID, p.HostGID, strings.Join(uids, ", "), strings.Join(gids, ", "), by)
+	}
+	return c
+}
+
+// mapRange is one map line as "inside → host" ranges.
+func mapRange(e nsutil.IDMapEntry) string {
+	return fmt.Sprintf("%d-%d → %d-%d", e.Inside, e.Inside+e.Count-1, e.Host, e.Host+e.Count-1)
 }

@@ -37,7 +37,10 @@ func TestMain(m *testing.M) {
 			os.Exit(seccompNoUserns(os.Args[2:]))
 		}
 	}
-	os.Exit(m.Run())
+	cleanup := prepareRootSuite()
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
 }
 
 // testServer runs a small server on a port inside:

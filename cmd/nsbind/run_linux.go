@@ -21,6 +21,7 @@ import (
 type runOptions struct {
 	publish        []string
 	root           bool
+	user           string
 	quiet          bool
 	logLevel       string
 	connectTimeout time.Duration
@@ -78,7 +79,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetInterspersed(false)
 	fs.SetOutput(stderr)
 	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: NSPORT[:[HOSTIP:]HOSTPORT][/PROTO] (repeatable)")
-	fs.BoolVar(&o.root, "root", false, "map your user to root (uid 0) inside and keep the namespace's capabilities, for servers that insist on root")
+	// Who the server is: --root and --user (internal/parent, helper_linux.go).
+	fs.BoolVar(&o.root, "root", false, "start the server as root (uid 0) inside, with the namespace's capabilities, for servers that start as root and drop to a worker user: uid 0 is you on the host (never host root), ids 1 and up your ranges of /etc/subuid and /etc/subgid (newuidmap)")
+	fs.StringVar(&o.user, "user", "", "when nsbind runs as root: the unprivileged `NAME|UID` the server runs as on the host (default: the user sudo was called by, SUDO_UID); the server is never host root")
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print none of nsbind's own lines except errors")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
@@ -193,7 +196,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return parent.Run(parent.Options{
-		Publish: o.publish, Command: command, Root: o.root, Quiet: o.quiet,
+		Publish: o.publish, Command: command, Root: o.root, User: o.user, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
 		SourceAddress: o.sourceAddress, ProxyProtocol: proxyVersion,
 		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,

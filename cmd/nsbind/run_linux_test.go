@@ -35,7 +35,7 @@ func curl(t *testing.T, url string) string {
 // 127.0.0.1 and ::1; the server runs as the user with no capabilities.
 func TestHTTPServerOnPort80(t *testing.T) {
 	python := needProgram(t, "python3")
-	dir := t.TempDir()
+	dir := serverTempDir(t)
 	os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello from inside\n"), 0o644)
 	r := startNsbind(t, "-p", "80:0", "--", python, "-m", "http.server", "--directory", dir, "80")
 	for _, family := range []int{4, 6} {
@@ -45,7 +45,7 @@ func TestHTTPServerOnPort80(t *testing.T) {
 		}
 	}
 	server := processNamed(t, r.cmd.Process.Pid, "python3")
-	uid := strconv.Itoa(os.Getuid())
+	uid := strconv.Itoa(serverUID())
 	if got := strings.Fields(statusField(t, server, "Uid")); got[0] != uid || got[1] != uid {
 		t.Errorf("server Uid %v, want %s", got, uid)
 	}
@@ -75,8 +75,8 @@ func TestRootInside(t *testing.T) {
 	}
 	// And without --root the user stays itself.
 	_, out, _ = runNsbind(t, "run", "-q", "--", "id", "-u")
-	if strings.TrimSpace(out) != strconv.Itoa(os.Getuid()) {
-		t.Fatalf("uid inside %q, want %d", out, os.Getuid())
+	if strings.TrimSpace(out) != strconv.Itoa(serverUID()) {
+		t.Fatalf("uid inside %q, want %d", out, serverUID())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"syscall"
 
 	"github.com/nsbind/nsbind/forward"
 	"github.com/nsbind/nsbind/internal/logline"
@@ -43,6 +44,12 @@ func Main() int {
 		return exitFailed
 	}
 	defer h.stop()
+	// The first act: nothing before this uses an id. The parent has
+	// written the maps before it sent the configuration; as host root's
+	// child the helper is still kernel uid 0 until it changes here.
+	if err := nsutil.EnterIDs(h.cfg.IDs.Plan(), syscall.SIGKILL); err != nil {
+		return h.fail(exitFailed, fmt.Errorf("taking the run's ids: %w", err))
+	}
 	if stop := startProfile(h.cfg.CPUProfile, h.logger); stop != nil {
 		defer stop()
 	}

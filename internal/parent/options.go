@@ -16,7 +16,10 @@ type Options struct {
 	Publish []string
 	Command []string
 	Root    bool
-	Quiet   bool
+	// User is --user NAME|UID: whom the server runs as when nsbind runs
+	// as root ("" : SUDO_UID and SUDO_GID).
+	User  string
+	Quiet bool
 	// LogLevel is the helper's --log-level (error with --quiet).
 	LogLevel       string
 	ConnectTimeout time.Duration

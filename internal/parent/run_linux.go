@@ -22,6 +22,8 @@ type run struct {
 	Options
 	bindings []forward.Binding
 	cfg      nsutil.HelperConfig
+	ids      nsutil.IDPlan
+	env      []string
 	h        *nsutil.Helper
 	veth     *vethRun
 	relays   *hostRelays
@@ -119,8 +121,12 @@ func (r *run) plan() error {
 	if _, err := nsutil.LookPath(r.Command[0]); err != nil {
 		return err
 	}
+	if err := r.planIDs(); err != nil {
+		return err
+	}
 	r.bindings = bindings
 	r.cfg = nsutil.HelperConfig{
+		IDs:            nsutil.IDsConfig{UID: r.ids.UID, GID: r.ids.GID, Switch: r.ids.Switch},
 		Command:        r.Command,
 		Root:           r.Root,
 		Foreground:     terminalIsOurs(),
