@@ -49,8 +49,8 @@ func Main() int {
 		fmt.Fprintf(os.Stderr, "nsbind: %v\n", err)
 		return exitFailed
 	}
+	defer h.logOut.Close(time.Second) // last: after what the end logs
 	defer h.stop()
-	defer h.logOut.Close(time.Second)
 	if stop := startProfile(h.cfg.CPUProfile, h.logger); stop != nil {
 		defer stop()
 	}
