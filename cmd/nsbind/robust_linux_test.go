@@ -366,3 +366,64 @@ func TestUDPFloodLeavesRoomForTCP(t *testing.T) {
 		t.Fatalf("UDP after the TCP clients: %v", err)
 	}
 }
+
+// synSentIn counts the TCP sockets in SYN-SENT in the network namespace of
+// pid (/proc/PID/net/tcp and tcp6, state 02).
+func synSentIn(t *testing.T, pid int) int {
+	t.Helper()
+	n := 0
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			if fields := strings.Fields(line); len(fields) > 3 && fields[3] == "02" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Fault: --source-address loopback against a server that stopped
+// accepting (its backlog full): clients that give up leave no dial of the
+// server behind in the helper, though --connect-timeout is long. (98 dials
+// in SYN-SENT and 212 helper descriptors stayed two minutes.)
+func TestLoopbackDialAbandoned(t *testing.T) {
+	skipInDirectMode(t) // it measures the relay in the helper
+	python := needProgram(t, "python3")
+	stuck := `import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 80))
+s.listen(0)
+print("listening", flush=True)
+time.sleep(600)`
+	r := startNsbind(t, "--isolated", "--source-address", "loopback", "--connect-timeout", "60s", "-p", "80:0", "--", python, "-c", stuck)
+	r.waitOutput("listening")
+	a := r.addr(4)
+	helper := helperOf(t, r)
+	base := fdCount(t, helper)
+	// The first client fills the accept queue; the others' dials hang.
+	const clients = 20
+	var cs []net.Conn
+	for range clients {
+		c, err := net.DialTimeout("tcp", a.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	waitUntil(t, 10*time.Second, func() bool { return synSentIn(t, helper) >= clients-2 },
+		func() string { return fmt.Sprintf("%d dials in SYN-SENT", synSentIn(t, helper)) })
+	held := fdCount(t, helper)
+	for _, c := range cs {
+		c.Close()
+	}
+	waitUntil(t, 5*time.Second, func() bool { return synSentIn(t, helper) == 0 && fdCount(t, helper) <= base+4 },
+		func() string {
+			return fmt.Sprintf("5s after the clients left: %d dials in SYN-SENT, the helper holds %d descriptors (%d before the clients, %d with them)",
+				synSentIn(t, helper), fdCount(t, helper), base, held)
+		})
+}
