@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -180,11 +181,20 @@ const minUDPTimeout = time.Second
 // and a --resolv-conf that is not a regular file (opening a FIFO to read
 // its nameservers would wait for a writer forever).
 func checkRunInputs(o *runOptions) error {
+	if o.udpTimeout <= 0 {
+		return errors.New("--udp-timeout must be positive, e.g. --udp-timeout 30s")
+	}
 	if o.udpTimeout < minUDPTimeout {
 		return fmt.Errorf("--udp-timeout %v is too short: a UDP flow must live at least %v for the server's reply to come back, e.g. --udp-timeout 30s", o.udpTimeout, minUDPTimeout)
 	}
 	if o.resolvConf != "" {
-		fi, err := os.Stat(o.resolvConf)
+		// O_NONBLOCK: opening a FIFO does not wait for a writer.
+		f, err := os.OpenFile(o.resolvConf, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("--resolv-conf: %w", err)
+		}
+		fi, err := f.Stat()
+		f.Close()
 		if err != nil {
 			return fmt.Errorf("--resolv-conf: %w", err)
 		}
