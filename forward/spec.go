@@ -142,6 +142,13 @@ func ParseSpec(arg string) (Spec, error) {
 		s.HostAddr = addr
 		portPart = hostPart[i+1:]
 	}
+	// A host socket listens on an address of this host: a group or the
+	// broadcast address would bind (UDP) and then never see a client.
+	if a := s.HostAddr.Unmap(); a.IsMulticast() {
+		return bad("host address %s is a multicast group, not an address of this host: publish on a unicast address (e.g. 0.0.0.0 or 127.0.0.1)", s.HostAddr)
+	} else if a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return bad("host address %s is the broadcast address, not an address of this host: publish on a unicast address (e.g. 0.0.0.0 or 127.0.0.1)", s.HostAddr)
+	}
 	if strings.ContainsAny(portPart, "[]") {
 		return bad("unexpected bracket in host port %q", portPart)
 	}

@@ -168,7 +168,9 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 	// still gets a dial (and fails like any other), not a panic.
 	peer, _ := tcpAddrPort(client.RemoteAddr())
 	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
-	server, err := r.dial(ctx, peer)
+	dctx, dialed := dialContext(ctx, client, r.Wait) // dialwatch.go
+	server, err := r.dial(dctx, peer)
+	dialed()
 	if err != nil {
 		if debug {
 			r.Logger.Debug("cannot reach the server, resetting the client", "client", peer, "port", r.Port, "err", err)

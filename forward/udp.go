@@ -75,6 +75,9 @@ type UDPRelay struct {
 	// Stats, if not nil, counts flows (as Conns and Active), bytes and
 	// datagrams.
 	Stats *Stats
+	// Budget, if not nil, bounds the flows of every relay sharing it
+	// (budget.go).
+	Budget *FlowBudget
 }
 
 // Serve relays datagrams from host until ctx is done, then closes host and
@@ -101,6 +104,7 @@ func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
 		return &b
 	}
 	defer s.shutdown()
+	defer joinBudget(r.Budget, s.flows, (*udpFlow).close)()
 	stop := context.AfterFunc(ctx, func() { host.Close() })
 	defer stop()
 	// Best effort: a bigger buffer only loses fewer datagrams in a burst.
@@ -178,6 +182,10 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		s.evict("too many UDP flows, closing the one idle longest")
 	}
 
+	if !s.r.Budget.take(1) { // given back by f.close
+		s.r.Stats.failed()
+		return nil
+	}
 	f := &udpFlow{s: s, client: client}
 	err := f.dial()
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
@@ -188,6 +196,7 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		}
 	}
 	if err != nil {
+		s.r.Budget.release(1)
 		if s.debug {
 			s.r.Logger.Debug("cannot open a UDP flow to the server", "client", client, "port", s.r.Port, "err", err)
 		}
@@ -306,6 +315,7 @@ func (f *udpFlow) close() {
 	}
 	f.closed = true
 	f.conn.Close()
+	f.s.r.Budget.release(1)
 	f.dropPendingLocked()
 	f.s.r.Stats.closed(0, 0) // the bytes were counted as they passed
 }

@@ -45,6 +45,9 @@ type UDPOutbound struct {
 	// original destination is all there is to go by. Without Policy,
 	// datagrams go to their original destination.
 	Policy func(dst netip.AddrPort) (netip.AddrPort, error)
+	// Budget, if not nil, bounds the flows of every relay sharing it
+	// (budget.go).
+	Budget *FlowBudget
 }
 
 // The defaults of UDPOutbound.
@@ -52,6 +55,9 @@ const (
 	defaultUDPIdle  = 60 * time.Second
 	defaultMaxFlows = 4096
 )
+
+// outFlowFDs is what an outbound flow takes from a FlowBudget.
+const outFlowFDs = 2
 
 // outQueueLen bounds the datagrams a flow keeps while its host socket is
 // being opened; later ones are dropped, as a full socket buffer would.
@@ -114,6 +120,7 @@ func (u *UDPOutbound) ServeTProxy(ctx context.Context, conn *net.UDPConn) error 
 	defer stop()
 	s := u.server(ctx)
 	defer s.shutdown()
+	defer joinBudget(u.Budget, s.flows, (*outUDPFlow).close)()
 	buf := make([]byte, maxDatagram)
 	oob := make([]byte, 128)
 	for {
@@ -157,6 +164,7 @@ func (u *UDPOutbound) ServeFixed(ctx context.Context, conn *net.UDPConn, to neti
 	defer stop()
 	s := u.server(ctx)
 	defer s.shutdown()
+	defer joinBudget(u.Budget, s.flows, (*outUDPFlow).close)()
 	buf := make([]byte, maxDatagram)
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
@@ -217,6 +225,7 @@ type outUDPFlow struct {
 	to     netip.AddrPort // where the host socket connects
 	entry  *flowEntry[outFlow, *outUDPFlow]
 	cancel context.CancelFunc // ends the opening
+	budget *FlowBudget        // what close gives back to
 
 	mu sync.Mutex // guards the fields below
 	// host is the host socket connected to to, nil until the flow is
@@ -236,8 +245,13 @@ func (s *udpOutServer) send(k outFlow, to netip.AddrPort, b []byte, open func() 
 		e.value.send(s, b)
 		return
 	}
+	// A host socket and, for TPROXY, a reply socket: given back by close.
+	if !s.u.Budget.take(outFlowFDs) {
+		s.u.Stats.failed()
+		return
+	}
 	ctx, cancel := context.WithCancel(s.ctx)
-	f := &outUDPFlow{key: k, to: to, cancel: cancel, queue: [][]byte{bytes.Clone(b)}}
+	f := &outUDPFlow{key: k, to: to, cancel: cancel, budget: s.u.Budget, queue: [][]byte{bytes.Clone(b)}}
 	var removed *flowEntry[outFlow, *outUDPFlow]
 	f.entry, removed = s.flows.add(k, f)
 	if removed != nil {
@@ -288,6 +302,7 @@ func (f *outUDPFlow) close() {
 	host, closeReply := f.host, f.closeReply
 	f.queue = nil
 	f.mu.Unlock()
+	f.budget.release(outFlowFDs)
 	f.cancel()
 	if host != nil {
 		host.Close()

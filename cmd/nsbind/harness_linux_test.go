@@ -89,8 +89,8 @@ func skipInDirectMode(t *testing.T) {
 }
 
 // startNsbind starts "nsbind run --ports-file F ARGS..." and waits until
-// nsbind has written the ports file (the server runs and every host socket
-// listens) or has exited.
+// nsbind has written the ports file (every host socket listens) and, unless
+// -q, printed its start lines (the server runs), or has exited.
 func startNsbind(t *testing.T, args ...string) *nsbindRun {
 	t.Helper()
 	return startNsbindIn(t, t.TempDir(), nil, args...)
@@ -162,7 +162,11 @@ func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...st
 			if err := json.Unmarshal(b, &r.ports); err != nil {
 				t.Fatalf("ports file: %v\n%s", err, b)
 			}
-			return r
+			// The file is written before the server starts; the start
+			// lines come once it runs.
+			if quiet(args) || strings.Count(r.stderr.String(), " → :") >= len(r.ports) {
+				return r
+			}
 		}
 		select {
 		case <-r.done:
@@ -174,6 +178,20 @@ func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...st
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// quiet reports whether args include -q before any "--" (a -q of the
+// server's own only makes the wait shorter).
+func quiet(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "-q" || a == "--quiet" {
+			return true
+		}
+	}
+	return false
 }
 
 // port is the host address of the first published socket of the family.

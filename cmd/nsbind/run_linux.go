@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -85,13 +86,13 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print none of nsbind's own lines except errors")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
-	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON once they listen")
+	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON before the server starts, and remove it at exit (replaces only a regular file)")
 	fs.StringVar(&o.sourceAddress, "source-address", "client", "where the server sees TCP and UDP connections come from: client (the real client's address and port) or loopback")
 	fs.StringVar(&o.proxyProtocol, "proxy-protocol", "", "send a PROXY protocol header (v1 or v2) first on each TCP connection, for servers configured to expect one")
 	fs.StringArrayVar(&o.toHost, "to-host", nil, "let localhost:PORT inside reach the host's localhost:HOSTPORT: `PORT[:HOSTPORT][/PROTO]` (repeatable)")
-	fs.BoolVar(&o.isolated, "isolated", false, "no way out of the namespace at all: only published ports reach the server")
+	fs.BoolVar(&o.isolated, "isolated", false, "no way out of the namespace's network at all: only published ports reach the server (host unix sockets such as $SSH_AUTH_SOCK and D-Bus stay reachable; see --confine)")
 	fs.StringVar(&o.resolvConf, "resolv-conf", "", "programs inside see `FILE` as /etc/resolv.conf (a nameserver on loopback is the host's)")
-	fs.DurationVar(&o.udpTimeout, "udp-timeout", forward.DefaultUDPTimeout, "a UDP flow (one client address and port) ends after this long with no datagram either way")
+	fs.DurationVar(&o.udpTimeout, "udp-timeout", forward.DefaultUDPTimeout, "a UDP flow (one client address and port) ends after this long with no datagram either way (at least 1s)")
 	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
@@ -182,8 +183,8 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		level = max(level, slog.LevelError)
 		o.logLevel = level.String()
 	}
-	if o.udpTimeout <= 0 {
-		fmt.Fprintf(stderr, "nsbind: --udp-timeout must be positive, e.g. --udp-timeout 30s\n")
+	if err := checkRunInputs(&o); err != nil {
+		fmt.Fprintf(stderr, "nsbind: %v\n", err)
 		return exitFailed
 	}
 	if o.udpMaxFlows < 1 {
@@ -195,6 +196,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: %v\n", err)
 		return exitFailed
 	}
+	// nsbind's own lines go through a queue, so that a stderr that stalls
+	// or is closed never holds up a relay or the end of the run.
+	errOut := logline.NewWriter(stderr)
+	defer errOut.Close(time.Second)
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, User: o.user, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -206,10 +211,44 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		SocketActivation: o.socketActivation,
 		Confine:          confine,
 		CPUProfile:       os.Getenv(profileEnv),
-		Logger:           logline.New(stderr, level),
-		Stderr:           stderr,
+		Logger:           logline.New(errOut, level),
+		Stderr:           errOut,
 		Describe:         func(err error) string { return describeRun(err, o.publish) },
 	})
+}
+
+// minUDPTimeout is the shortest --udp-timeout: a flow that ends sooner
+// closes before the server's reply is back (with 1ns the relay answered no
+// datagram at all).
+const minUDPTimeout = time.Second
+
+// checkRunInputs checks the values of run's flags that would otherwise
+// break the run later or hang it: a --udp-timeout too short for any reply,
+// and a --resolv-conf that is not a regular file (opening a FIFO to read
+// its nameservers would wait for a writer forever).
+func checkRunInputs(o *runOptions) error {
+	if o.udpTimeout <= 0 {
+		return errors.New("--udp-timeout must be positive, e.g. --udp-timeout 30s")
+	}
+	if o.udpTimeout < minUDPTimeout {
+		return fmt.Errorf("--udp-timeout %v is too short: a UDP flow must live at least %v for the server's reply to come back, e.g. --udp-timeout 30s", o.udpTimeout, minUDPTimeout)
+	}
+	if o.resolvConf != "" {
+		// O_NONBLOCK: opening a FIFO does not wait for a writer.
+		f, err := os.OpenFile(o.resolvConf, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("--resolv-conf: %w", err)
+		}
+		fi, err := f.Stat()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--resolv-conf: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("--resolv-conf %s is not a regular file (%v): programs inside see it as /etc/resolv.conf, so give a file, e.g. write what it would give to one first: cat %s > resolv.conf", o.resolvConf, fi.Mode().Type(), o.resolvConf)
+		}
+	}
+	return nil
 }
 
 // profileEnv names a file the helper writes a CPU profile of the relays to

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/nsbind/nsbind/forward"
 	"github.com/nsbind/nsbind/internal/logline"
@@ -33,6 +34,11 @@ type helper struct {
 	stats []*forward.Stats
 	out   *outbound
 	dir   *director
+	// logOut is the queue the logger writes through to stderr.
+	logOut *logline.Writer
+	// budget bounds the descriptors of every UDP flow, in and out, so
+	// that a flood of them leaves some to TCP connections.
+	budget *forward.FlowBudget
 }
 
 // Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
@@ -43,6 +49,7 @@ func Main() int {
 		fmt.Fprintf(os.Stderr, "nsbind: %v\n", err)
 		return exitFailed
 	}
+	defer h.logOut.Close(time.Second) // last: after what the end logs
 	defer h.stop()
 	// The first act: nothing before this uses an id. The parent has
 	// written the maps before it sent the configuration; as host root's
@@ -84,8 +91,15 @@ func connect() (*helper, error) {
 		ctrl.Close()
 		return nil, err
 	}
+	// The helper's stderr is the user's, as the parent's is: a closed one
+	// must not end the helper (SIGPIPE, which Go lets kill a process that
+	// writes to fd 2 unless it handles the signal), a stalled one must not
+	// hold up a relay (the logger writes through a queue).
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	level, _ := logline.ParseLevel(cfg.LogLevel)
-	h := &helper{ctrl: ctrl, cfg: cfg, logger: logline.New(os.Stderr, level)}
+	logOut := logline.NewWriter(os.Stderr)
+	h := &helper{ctrl: ctrl, cfg: cfg, logger: logline.New(logOut, level), logOut: logOut,
+		budget: forward.FlowBudgetFromLimit(len(cfg.Sockets))}
 	h.ctx, h.stop = context.WithCancel(context.Background())
 	h.stats = make([]*forward.Stats, len(cfg.Sockets))
 	for i := range h.stats {
@@ -133,7 +147,7 @@ func (h *helper) setUpNamespace() error {
 
 // startOutbound opens the way out for programs inside (outbound_linux.go).
 func (h *helper) startOutbound() error {
-	out, err := startOutbound(h.ctx, h.cfg.Outbound, h.ctrl, &h.relays, h.logger)
+	out, err := startOutbound(h.ctx, h.cfg.Outbound, h.ctrl, &h.relays, h.logger, h.budget)
 	h.out = out
 	return err
 }
@@ -147,7 +161,7 @@ func (h *helper) relayPublished() error {
 	}
 	for i, sc := range h.cfg.Sockets {
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
-		serve, err := relayFor(sc, f, h.cfg, h.dialer, h.stats[i], h.logger)
+		serve, err := relayFor(sc, f, h.cfg, h.dialer, h.stats[i], h.logger, h.budget)
 		f.Close()
 		if err != nil {
 			return err

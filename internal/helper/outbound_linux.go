@@ -33,6 +33,8 @@ var (
 type outbound struct {
 	pool  *forward.SocketPool
 	stats *forward.Stats
+	// budget bounds the UDP flows with the published ports' (main_linux.go).
+	budget *forward.FlowBudget
 }
 
 // add takes host sockets the parent sent.
@@ -81,13 +83,13 @@ func (w *wayOut) close() {
 // startOutbound sets up the way out of the namespace and serves it on
 // goroutines counted in wg, which end with ctx. Where the kernel lacks
 // what it needs, it says so once and the run goes on isolated.
-func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.Ctrl, wg *sync.WaitGroup, logger *slog.Logger) (*outbound, error) {
+func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.Ctrl, wg *sync.WaitGroup, logger *slog.Logger, budget *forward.FlowBudget) (*outbound, error) {
 	if cfg.ResolvConf != "" {
 		if err := nsutil.BindResolvConf(cfg.ResolvConf); err != nil {
 			return nil, err
 		}
 	}
-	o := &outbound{stats: new(forward.Stats)}
+	o := &outbound{stats: new(forward.Stats), budget: budget}
 	if cfg.Isolated {
 		logger.Debug("isolated: no way out of the namespace")
 		return o, nil
@@ -200,11 +202,11 @@ func (o *outbound) serve(ctx context.Context, w *wayOut, wg *sync.WaitGroup, log
 		serve(func() { out.Serve(ctx, l.(*net.TCPListener)) })
 	}
 	for _, l := range w.udp {
-		u := &forward.UDPOutbound{Pool: o.pool, Policy: decide(forward.UDP), Logger: logger, Stats: o.stats}
+		u := &forward.UDPOutbound{Pool: o.pool, Policy: decide(forward.UDP), Logger: logger, Stats: o.stats, Budget: o.budget}
 		serve(func() { u.ServeTProxy(ctx, l.(*net.UDPConn)) })
 	}
 	for _, f := range w.fixed {
-		u := &forward.UDPOutbound{Pool: o.pool, Logger: logger, Stats: o.stats}
+		u := &forward.UDPOutbound{Pool: o.pool, Logger: logger, Stats: o.stats, Budget: o.budget}
 		serve(func() { u.ServeFixed(ctx, f.c, f.to) })
 	}
 	serve(func() { serveSYNs(ctx, w.queue, out, logger) })

@@ -13,8 +13,8 @@ import (
 )
 
 // relayFor makes the relay of one inherited host socket to the server
-// inside: forward's TCPRelay or UDPRelay.
-func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger) (func(context.Context) error, error) {
+// inside: forward's TCPRelay or UDPRelay, whose flows share budget.
+func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger, budget *forward.FlowBudget) (func(context.Context) error, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
@@ -39,7 +39,7 @@ func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, diale
 			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
 		r := &forward.UDPRelay{Port: sc.Inside, Dialer: dialer,
-			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger, Stats: stats}
+			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger, Stats: stats, Budget: budget}
 		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
 	}
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)

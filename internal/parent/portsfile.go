@@ -3,6 +3,7 @@ package parent
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -18,30 +19,64 @@ type PortEntry struct {
 }
 
 // writePortsFile writes the host sockets to path atomically: a script that
-// sees the file sees all of it.
-func writePortsFile(path string, socks []nsutil.SocketConfig) error {
+// sees the file sees all of it. It replaces only a regular file (that of an
+// earlier run, say): the rename would replace anything, and as root a
+// --ports-file /dev/null would put a file in place of the device. remove
+// removes the file again, if it is still the one written.
+func writePortsFile(path string, socks []nsutil.SocketConfig) (remove func(), err error) {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("--ports-file %s is %s, not a regular file: nsbind replaces only a file (or creates one); give the path of a file of its own", path, kindOf(fi.Mode()))
+	}
 	entries := make([]PortEntry, 0, len(socks))
 	for _, s := range socks {
 		entries = append(entries, PortEntry{Proto: s.Proto, InsidePort: s.Inside, HostIP: s.Host.Addr().String(), HostPort: s.Host.Port()})
 	}
 	b, err := json.MarshalIndent(entries, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".nsbind-ports-*")
 	if err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
+		return nil, fmt.Errorf("writing --ports-file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
-		return fmt.Errorf("writing --ports-file: %w", err)
+		return nil, fmt.Errorf("writing --ports-file: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
+	written, err := tmp.Stat()
+	if err == nil {
+		err = tmp.Close()
+	} else {
+		tmp.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing --ports-file: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing --ports-file: %w", err)
+		return nil, fmt.Errorf("writing --ports-file: %w", err)
 	}
-	return nil
+	return func() {
+		// Not a file someone else put there since.
+		if fi, err := os.Lstat(path); err == nil && os.SameFile(fi, written) {
+			os.Remove(path)
+		}
+	}, nil
+}
+
+// kindOf names the kind of file of mode, for a message.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a regular file"
 }

@@ -42,6 +42,13 @@ type run struct {
 // Run does the parent's part of a run and returns nsbind's exit status.
 func Run(o Options) int {
 	r := &run{Options: o, result: -1, stats: statsCollector{}}
+	// nsbind's stderr may be a pipe that closes before the run ends (| head):
+	// a write to a closed fd 2 must fail with EPIPE, not end nsbind with
+	// SIGPIPE (Go's default unless the program handles the signal), which
+	// would take the server with it. It stays handled to the end of the
+	// process (the last lines are written after Run returns); the server
+	// gets the default back at exec.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	// Sockets passed by socket activation (LISTEN_FDS) first, before
 	// anything opens a descriptor.
 	if err := r.takeInherited(); err != nil {
@@ -58,6 +65,15 @@ func Run(o Options) int {
 		return r.fail(err)
 	}
 	defer forward.CloseAll(socks)
+	// The host ports are known now: the ports file is there before the
+	// server starts, and goes with the run, so no script reads a stale one.
+	if r.PortsFile != "" {
+		remove, err := writePortsFile(r.PortsFile, r.cfg.Sockets)
+		if err != nil {
+			return r.fail(err)
+		}
+		defer remove()
+	}
 	if r.Veth {
 		if err := r.prepareVeth(); err != nil {
 			return r.fail(err)

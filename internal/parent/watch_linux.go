@@ -114,17 +114,12 @@ func (r *run) take(m nsutil.Payload) {
 	}
 }
 
-// announce prints one line per published socket and writes the ports
-// file, once the server runs.
+// announce prints one line per published socket, once the server runs.
+// (The ports file is written before it starts: Run.)
 func (r *run) announce() {
 	if !r.Quiet {
 		for _, c := range r.cfg.Sockets {
 			fmt.Fprintf(r.Stderr, "nsbind: %s → :%d/%s\n", c.Host, c.Inside, c.Proto)
-		}
-	}
-	if r.PortsFile != "" {
-		if err := writePortsFile(r.PortsFile, r.cfg.Sockets); err != nil {
-			r.Logger.Error(err.Error())
 		}
 	}
 }
