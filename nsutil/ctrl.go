@@ -235,8 +235,12 @@ type Signal struct {
 	Signal int `json:"sig"`
 }
 
-// Stopped: the server was stopped (Ctrl-Z).
-type Stopped struct{}
+// Stopped: the server was stopped (Ctrl-Z). Terminal says whether its
+// process group had the terminal then, for the parent to take it back
+// (and not from the shell, which takes it when the job stops).
+type Stopped struct {
+	Terminal bool `json:"tty,omitempty"`
+}
 
 // Daemonized: the command exited 0 but Processes of the run still run
 // (it put itself in the background). The helper now serves until the last

@@ -240,12 +240,25 @@ func (s *Server) SignalAll(sig syscall.Signal) {
 	}
 }
 
+// HasTerminal reports whether the server's process group is the
+// terminal's foreground group.
+func (s *Server) HasTerminal() bool {
+	pgrp, err := unix.IoctlGetInt(int(s.stdin.Fd()), unix.TIOCGPGRP)
+	return err == nil && pgrp == s.Pid
+}
+
 // Continue resumes a stopped server, first giving its process group the
 // terminal when foreground is true.
 func (s *Server) Continue(foreground bool) error {
 	if foreground {
-		if err := unix.IoctlSetPointerInt(int(s.stdin.Fd()), unix.TIOCSPGRP, s.Pid); err != nil {
-			return fmt.Errorf("giving the terminal to the server: %w", err)
+		// A server that has the terminal keeps it: tcsetpgrp from
+		// what is now a background group would raise SIGTTOU in the
+		// caller's group, and stop the processes of nsbind's job that
+		// do not catch it.
+		if !s.HasTerminal() {
+			if err := unix.IoctlSetPointerInt(int(s.stdin.Fd()), unix.TIOCSPGRP, s.Pid); err != nil {
+				return fmt.Errorf("giving the terminal to the server: %w", err)
+			}
 		}
 	}
 	return ignoreGone(syscall.Kill(-s.Pid, syscall.SIGCONT))

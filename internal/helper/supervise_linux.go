@@ -45,7 +45,7 @@ func (h *helper) supervise(srv *nsutil.Server) int {
 		case st := <-empty:
 			return h.end(srv, st)
 		case <-srv.Stopped():
-			h.ctrl.Send(nsutil.Stopped{})
+			h.ctrl.Send(nsutil.Stopped{Terminal: srv.HasTerminal()})
 		case m, ok := <-msgs:
 			if !ok {
 				// The parent is gone: so is the run.

@@ -47,13 +47,6 @@ func stopJob() {
 	syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 }
 
-// continueJob continues what stopJob stopped.
-func continueJob() {
-	if shellParent() {
-		syscall.Kill(-syscall.Getpgrp(), syscall.SIGCONT)
-	}
-}
-
 // shellParent reports whether the first ancestor of nsbind outside its
 // process group is in nsbind's session: the shell whose job the group is.
 func shellParent() bool {

@@ -72,9 +72,10 @@ func (r *run) receive() <-chan nsutil.Payload {
 }
 
 // passOn passes a signal nsbind got on to the server. SIGCONT continues a
-// stopped server, with the terminal if nsbind has it, and whatever else
-// stopJob stopped; it gives a running server the terminal again too, when
-// a shell brings nsbind back to the foreground after a "bg".
+// stopped server, with the terminal if nsbind has it (a shell's fg
+// continues the rest of the job itself); it gives a running server the
+// terminal again too, when a shell brings nsbind back to the foreground
+// after a "bg".
 func (r *run) passOn(s syscall.Signal) {
 	if s != syscall.SIGCONT {
 		r.h.Ctrl.Send(nsutil.Signal{Signal: int(s)})
@@ -83,11 +84,6 @@ func (r *run) passOn(s syscall.Signal) {
 	foreground := r.cfg.Foreground && terminalIsOurs()
 	if !r.stopped && !foreground {
 		return
-	}
-	if r.stopped {
-		// A shell continues the whole group itself; "kill -CONT" of
-		// nsbind alone must not leave the rest stopped.
-		continueJob()
 	}
 	r.stopped = false
 	r.h.Ctrl.Send(nsutil.Continue{Foreground: foreground})
@@ -115,7 +111,7 @@ func (r *run) take(m nsutil.Payload) {
 		// The server was stopped (Ctrl-Z): stop nsbind's job too, so the
 		// shell sees it stopped, takes the terminal and can continue it.
 		r.stopped = true
-		if r.cfg.Foreground {
+		if m.Terminal {
 			takeTerminal()
 		}
 		stopJob()
