@@ -146,21 +146,29 @@ func TestGoRunStandIn(t *testing.T) {
 // Acceptance 4: Ctrl-Z on a real terminal stops nsbind's whole job when
 // nsbind is not the shell's job itself but runs under a wrapper in the same
 // process group — bash -c, go run, make — so the shell gets the terminal
-// back; fg continues the job and the server answers.
+// back; fg continues the job and the server answers. Once the server has
+// gone to the background nsbind holds the terminal itself, and Ctrl-Z
+// reaches the wrapper and nsbind at once: the shell then has the terminal
+// back before nsbind stops, and keeps it.
 func TestJobControlUnderWrappers(t *testing.T) {
 	python := needProgram(t, "python3")
+	bashC := func(t *testing.T, dir, nsbind string) string {
+		return "bash -c " + shellQuote([]string{nsbind + "; echo done"})
+	}
 	for _, tt := range []struct {
 		name string
 		// command is the line typed at the prompt, for the nsbind
 		// command line nsbind (quoted).
 		command func(t *testing.T, dir, nsbind string) string
+		// daemon runs the server in the background of a shell that
+		// exits 0 at once.
+		daemon bool
 	}{
-		{"bash -c", func(t *testing.T, dir, nsbind string) string {
-			return "bash -c " + shellQuote([]string{nsbind + "; echo done"})
-		}},
+		{"daemon under bash -c", bashC, true},
+		{"bash -c", bashC, false},
 		{"go run", func(t *testing.T, dir, nsbind string) string {
 			return shellQuote([]string{os.Args[0], "-test.run=^TestGoRunStandIn$", "--"}) + " " + nsbind
-		}},
+		}, false},
 		{"make", func(t *testing.T, dir, nsbind string) string {
 			needProgram(t, "make")
 			mk := "serve:\n\t" + strings.ReplaceAll(nsbind, "$", "$$") + "\n"
@@ -168,13 +176,16 @@ func TestJobControlUnderWrappers(t *testing.T) {
 				t.Fatal(err)
 			}
 			return shellQuote([]string{"make", "-s", "-C", dir, "serve"})
-		}},
+		}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			portsFile := filepath.Join(dir, "ports.json")
-			nsbind := shellQuote(nsbindCmd("run", "--ports-file", portsFile, "-p", "80:0", "--",
-				python, "-m", "http.server", "--directory", dir, "80").Args)
+			server := []string{python, "-m", "http.server", "--directory", dir, "80"}
+			if tt.daemon {
+				server = append([]string{"sh", "-c", `"$0" "$@" & exit 0`}, server...)
+			}
+			nsbind := shellQuote(nsbindCmd(append([]string{"run", "--ports-file", portsFile, "-p", "80:0", "--"}, server...)...).Args)
 			os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o644)
 			sh := startTmuxShell(t)
 			sh.typeLine(tt.command(t, dir, nsbind))
@@ -183,12 +194,23 @@ func TestJobControlUnderWrappers(t *testing.T) {
 				t.Fatalf("got %q", got)
 			}
 
+			if tt.daemon {
+				waitUntil(t, 10*time.Second, func() bool { return strings.Contains(sh.screen(), backgroundLine) },
+					func() string { return "nsbind did not say the command went to the background" })
+			}
+
 			sh.key("C-z")
 			sh.waitPrompts(2)
 			sh.typeLine("jobs")
 			sh.waitPrompts(3)
-			if s := sh.screen(); !strings.Contains(s[strings.LastIndex(s, "jobs"):], "Stopped") {
+			s := sh.screen()
+			if !strings.Contains(s[strings.LastIndex(s, "jobs"):], "Stopped") {
 				t.Fatal("jobs does not show the job stopped")
+			}
+			// A shell whose terminal is taken away reads EOF from it
+			// and answers "exit".
+			if strings.Contains(s, "There are stopped jobs") {
+				t.Fatal("the shell lost the terminal after Ctrl-Z")
 			}
 			// The shell's view is that of its child; every process of
 			// the job is stopped: the wrapper, nsbind, its helper, the
@@ -205,7 +227,18 @@ func TestJobControlUnderWrappers(t *testing.T) {
 			if r := running(job); len(r) != len(job) {
 				t.Errorf("after fg only these of %d processes run: %v", len(job), r)
 			}
-			sh.key("C-c")
+			if tt.daemon {
+				// sh started the server with SIGINT ignored, as
+				// for any command it runs with &: end it by
+				// nsbind's SIGTERM, which goes to every process.
+				for _, p := range job {
+					if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(b), "__nsbind\x00run") {
+						syscall.Kill(p, syscall.SIGTERM)
+					}
+				}
+			} else {
+				sh.key("C-c")
+			}
 			sh.waitPrompts(4)
 		})
 	}
