@@ -55,6 +55,13 @@ Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the serve
     53:5353/udp          UDP (/tcp is the default)
     8000-8009:18000-18009  ranges of equal length, port by port
 
+Exit status: the server's (128+N when it died of signal N). A command that
+exits 0 leaving processes running (it went to the background: nginx, apachectl
+start) is served until the last of them exits; nsbind's signals go to all of
+them, and the status is that of the one reaped last. Ctrl-Z stops nsbind's
+whole job, also under go run, bash -c or make. go run turns any failure into 1:
+build nsbind (go build -o nsbind ./cmd/nsbind) to keep the status.
+
 Flags:
 `
 
