@@ -39,6 +39,11 @@ func startTmuxShell(t *testing.T) *tmuxShell {
 		"exec env PS1='"+prompt+" ' TERM=screen "+bash+" --norc --noprofile -i")
 	var server int
 	t.Cleanup(func() {
+		if t.Failed() {
+			if out, err := exec.Command(s.tmux, "-S", s.socket, "capture-pane", "-p", "-J", "-S", "-", "-t", "t").Output(); err == nil {
+				s.lastScreen = string(out)
+			}
+		}
 		// Whatever the shell left (a stopped job) is killed by pid
 		// before the tmux server goes.
 		for _, p := range descendants(s.pane) {
@@ -105,6 +110,17 @@ func (s *tmuxShell) waitPrompts(n int) {
 	}
 }
 
+// absolute is args with the test binary, args[0], as an absolute path: the
+// shell line may run in another directory (make -C).
+func absolute(t *testing.T, args []string) []string {
+	t.Helper()
+	exe, err := filepath.Abs(args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]string{exe}, args[1:]...)
+}
+
 // shellQuote quotes args for a shell command line.
 func shellQuote(args []string) string {
 	q := make([]string, len(args))
@@ -167,7 +183,7 @@ func TestJobControlUnderWrappers(t *testing.T) {
 		{"daemon under bash -c", bashC, true},
 		{"bash -c", bashC, false},
 		{"go run", func(t *testing.T, dir, nsbind string) string {
-			return shellQuote([]string{os.Args[0], "-test.run=^TestGoRunStandIn$", "--"}) + " " + nsbind
+			return shellQuote(absolute(t, []string{os.Args[0], "-test.run=^TestGoRunStandIn$", "--"})) + " " + nsbind
 		}, false},
 		{"make", func(t *testing.T, dir, nsbind string) string {
 			needProgram(t, "make")
@@ -185,7 +201,7 @@ func TestJobControlUnderWrappers(t *testing.T) {
 			if tt.daemon {
 				server = append([]string{"sh", "-c", `"$0" "$@" & exit 0`}, server...)
 			}
-			nsbind := shellQuote(nsbindCmd(append([]string{"run", "--ports-file", portsFile, "-p", "80:0", "--"}, server...)...).Args)
+			nsbind := shellQuote(absolute(t, nsbindCmd(append([]string{"run", "--ports-file", portsFile, "-p", "80:0", "--"}, server...)...).Args))
 			os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello\n"), 0o644)
 			sh := startTmuxShell(t)
 			sh.typeLine(tt.command(t, dir, nsbind))
