@@ -15,6 +15,7 @@ package nsutil
 //	the server runs                helper  parent  ready       Ready        -
 //	nsbind got a signal            parent  helper  signal      Signal       -
 //	the server was stopped         helper  parent  stopped     Stopped      -
+//	it exited 0, others run on     helper  parent  daemonized  Daemonized   -
 //	nsbind was continued           parent  helper  continue    Continue     -
 //	outbound: the pool runs low    helper  parent  want        WantSockets  -
 //	answer to want                 parent  helper  sockets     Sockets      up to MaxFiles unconnected host sockets
@@ -74,6 +75,7 @@ const (
 	MsgReady     MsgType = "ready"
 	MsgSignal    MsgType = "signal"
 	MsgStopped   MsgType = "stopped"
+	MsgDaemon    MsgType = "daemonized"
 	MsgContinue  MsgType = "continue"
 	MsgWant      MsgType = "want"
 	MsgSockets   MsgType = "sockets"
@@ -103,6 +105,8 @@ func newPayload(t MsgType, raw json.RawMessage) (Payload, error) {
 		return decode[Signal](raw)
 	case MsgStopped:
 		return decode[Stopped](raw)
+	case MsgDaemon:
+		return decode[Daemonized](raw)
 	case MsgContinue:
 		return decode[Continue](raw)
 	case MsgWant:
@@ -252,8 +256,20 @@ type Signal struct {
 	Signal int `json:"sig"`
 }
 
-// Stopped: the server was stopped (Ctrl-Z).
-type Stopped struct{}
+// Stopped: the server was stopped (Ctrl-Z). Terminal says whether its
+// process group had the terminal then, for the parent to take it back
+// (and not from the shell, which takes it when the job stops).
+type Stopped struct {
+	Terminal bool `json:"tty,omitempty"`
+}
+
+// Daemonized: the command exited 0 but Processes of the run still run
+// (it put itself in the background). The helper now serves until the last
+// of them has exited, and the signals it is sent go to all of them; Exit
+// then carries the status of the last one reaped.
+type Daemonized struct {
+	Processes int `json:"n"`
+}
 
 // Continue asks the helper to continue the stopped server; Foreground
 // says whether it gets the terminal first.
@@ -337,6 +353,7 @@ func (Ready) MsgType() MsgType       { return MsgReady }
 func (Signal) MsgType() MsgType      { return MsgSignal }
 func (Stopped) MsgType() MsgType     { return MsgStopped }
 func (Continue) MsgType() MsgType    { return MsgContinue }
+func (Daemonized) MsgType() MsgType  { return MsgDaemon }
 func (WantSockets) MsgType() MsgType { return MsgWant }
 func (Sockets) MsgType() MsgType     { return MsgSockets }
 func (Relay) MsgType() MsgType       { return MsgRelay }

@@ -71,6 +71,13 @@ Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the serve
   port 0. A socket no -p takes is an error before the server starts (status 125).
   See README.md, "The real port 80 with systemd".
 
+Exit status: the server's (128+N when it died of signal N). A command that
+exits 0 leaving processes running (it went to the background: nginx, apachectl
+start) is served until the last of them exits; nsbind's signals go to all of
+them, and the status is that of the one reaped last. Ctrl-Z stops nsbind's
+whole job, also under go run, bash -c or make. go run turns any failure into 1:
+build nsbind (go build -o nsbind ./cmd/nsbind) to keep the status.
+
 Flags:
 `
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/nsbind/nsbind/nsutil"
@@ -70,17 +71,22 @@ func (r *run) receive() <-chan nsutil.Payload {
 	return msgs
 }
 
-// passOn passes a signal nsbind got on to the server; SIGCONT continues
-// a stopped server, with the terminal if nsbind has it.
+// passOn passes a signal nsbind got on to the server. SIGCONT continues a
+// stopped server, with the terminal if nsbind has it (a shell's fg
+// continues the rest of the job itself); it gives a running server the
+// terminal again too, when a shell brings nsbind back to the foreground
+// after a "bg".
 func (r *run) passOn(s syscall.Signal) {
 	if s != syscall.SIGCONT {
 		r.h.Ctrl.Send(nsutil.Signal{Signal: int(s)})
 		return
 	}
-	if r.stopped {
-		r.stopped = false
-		r.h.Ctrl.Send(nsutil.Continue{Foreground: r.cfg.Foreground && terminalIsOurs()})
+	foreground := r.cfg.Foreground && terminalIsOurs()
+	if !r.stopped && !foreground {
+		return
 	}
+	r.stopped = false
+	r.h.Ctrl.Send(nsutil.Continue{Foreground: foreground})
 }
 
 // take takes one report of the helper. How the run ended (Fail, Exit) may
@@ -102,13 +108,27 @@ func (r *run) take(m nsutil.Payload) {
 	case nsutil.Stats:
 		r.stats.add(m)
 	case nsutil.Stopped:
-		// The server was stopped (Ctrl-Z): stop nsbind too, so the shell
-		// sees its job stopped and can continue it.
+		// The server was stopped (Ctrl-Z): stop nsbind's job too, so the
+		// shell sees it stopped, takes the terminal and can continue it.
 		r.stopped = true
+		if m.Terminal {
+			takeTerminal()
+		}
+		stopJob()
+	case nsutil.Daemonized:
+		if !r.Quiet {
+			what, until := "processes", "they exit"
+			if m.Processes == 1 {
+				what, until = "process", "it exits"
+			}
+			fmt.Fprintf(r.Stderr, "nsbind: %s exited 0 leaving %d %s running (it went to the background); serving until %s\n",
+				filepath.Base(r.Command[0]), m.Processes, what, until)
+		}
+		// The terminal's group is gone with the command: take it, so
+		// Ctrl-C and Ctrl-Z reach nsbind, which passes them on.
 		if r.cfg.Foreground {
 			takeTerminal()
 		}
-		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
 	default:
 		r.Logger.Error("control channel: unexpected message from the helper", "type", m.MsgType())
 	}
