@@ -58,6 +58,9 @@ type Server struct {
 	exited  chan Status
 	stopped chan struct{}
 	stdin   *os.File
+	// children are the other programs started while the server runs
+	// (StartChild, child_linux.go), which the reaper reports.
+	children children
 }
 
 // StartServer starts the server and returns once it runs, or with an error
@@ -151,6 +154,7 @@ func (s *Server) reap(sigchld <-chan os.Signal) {
 				break
 			}
 			if pid != s.Pid {
+				s.children.reaped(pid, ws)
 				continue
 			}
 			switch {
@@ -199,6 +203,7 @@ func (s *Server) KillAll() {
 		return
 	}
 	syscall.Kill(-s.Pid, syscall.SIGKILL)
+	s.children.killAll()
 }
 
 func ignoreGone(err error) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/internal/instance"
 	"github.com/nsbind/nsbind/internal/logline"
 	"github.com/nsbind/nsbind/internal/parent"
 )
@@ -37,6 +38,9 @@ type runOptions struct {
 	subnet4, subnet6 netip.Prefix
 	direct           bool
 	stats            bool
+	// --name: the instance's name for nsbind ps, port, exec, stats, stop
+	// (instances_linux.go).
+	name string
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -80,6 +84,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
 	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
 	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
+	fs.StringVar(&o.name, "name", "", "name the run for nsbind ps, port, exec, stats and stop (default: nsbind-XXXX, printed on start); names are per user")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -151,6 +156,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
 		return exitFailed
 	}
+	if o.name != "" && !instance.ValidName(o.name) {
+		fmt.Fprintf(stderr, "nsbind: invalid --name %q: use up to 63 letters, digits, '_', '.' or '-', starting with a letter or digit\n", o.name)
+		return exitFailed
+	}
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -158,7 +167,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,
 		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
-		Direct: o.direct, Stats: o.stats,
+		Direct: o.direct, Stats: o.stats, Name: o.name,
 		CPUProfile: os.Getenv(profileEnv),
 		Logger:     logline.New(stderr, level),
 		Stderr:     stderr,

@@ -32,6 +32,10 @@ type helper struct {
 	stats []*forward.Stats
 	out   *outbound
 	dir   *director
+	// srv is the server once it runs; inst the state of the instance
+	// commands' requests (instance_linux.go).
+	srv  *nsutil.Server
+	inst instance
 }
 
 // Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
@@ -60,6 +64,7 @@ func Main() int {
 	if err != nil {
 		return h.fail(nsutil.FailureCode(err), err)
 	}
+	h.srv = srv
 	h.ctrl.Send(nsutil.Ready{Pid: srv.Pid})
 	return h.supervise(srv)
 }

@@ -35,6 +35,9 @@ type Options struct {
 	Stats            bool
 	// CPUProfile is a file for the helper's CPU profile, if any.
 	CPUProfile string
+	// Name is the instance's name (--name); empty for a default one
+	// (internal/instance).
+	Name string
 
 	Logger *slog.Logger
 	Stderr io.Writer

@@ -25,6 +25,7 @@ type run struct {
 	h        *nsutil.Helper
 	veth     *vethRun
 	relays   *hostRelays
+	inst     *instanceHandler
 
 	// What the helper reported: the exit status (-1: none yet), whether
 	// the server started and is stopped now, the counters.
@@ -48,6 +49,12 @@ func Run(o Options) int {
 		return r.fail(err)
 	}
 	defer forward.CloseAll(socks)
+	// The name is taken (or refused) before anything starts; the commands
+	// are answered once the helper runs (instance_linux.go).
+	if r.inst, err = r.nameInstance(socks); err != nil {
+		return r.fail(err)
+	}
+	defer r.inst.close()
 	if r.Veth {
 		if err := r.prepareVeth(); err != nil {
 			return r.fail(err)
@@ -65,6 +72,7 @@ func Run(o Options) int {
 	// The helper holds the sockets now; when it ends, the ports close.
 	forward.CloseAll(socks)
 	socks = nil
+	r.inst.serve(r.h)
 	if r.cfg.Foreground {
 		defer takeTerminal()
 	}
