@@ -66,7 +66,8 @@ type Server struct {
 // StartServer starts the server and returns once it runs, or with an error
 // whose FailureCode is 126 or 127 when the command cannot be run. From then on the calling
 // process reaps every child it has (as init of a PID namespace it gets the
-// orphans of the run too); it must start no other child processes.
+// orphans of the run too); it must start no other child processes but
+// through StartChild.
 func StartServer(cfg ServerConfig) (*Server, error) {
 	sigchld := make(chan os.Signal, 1)
 	signal.Notify(sigchld, syscall.SIGCHLD)

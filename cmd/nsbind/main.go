@@ -76,9 +76,10 @@ Example:
   nsbind run -p 80:8080 python3 -m http.server 80
   curl http://127.0.0.1:8080/
 
-Run 'nsbind run --help' for the flags of run ('nsbind COMMAND --help' for any
-command); 'nsbind run --name web' names a run for the others. When run fails to create its
-namespaces, 'nsbind doctor' says why and what to do.
+Run 'nsbind run --help' for the flags of run, 'nsbind COMMAND --help' for
+those of any command; 'nsbind run --name web ...' names a run for ps, port,
+exec, stats and stop. When run fails to create its namespaces, 'nsbind
+doctor' says why and what to do.
 `
 
 // run is the CLI: it dispatches on the subcommand and returns the exit
