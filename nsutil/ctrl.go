@@ -26,6 +26,22 @@ package nsutil
 //	the server ended, last         helper  parent  exit        Exit         -
 //	nsbind doctor's probe is done  probe   doctor  probe       ProbeReport  -
 //
+// Requests of nsbind's instance commands (nsbind port, stats, exec; the
+// parent serves them, internal/instance) that the helper answers, each
+// keyed by an ID the parent chooses, so several may be under way at once:
+//
+//	when                           from    to      type          payload      descriptors
+//	-----------------------------  ------  ------  ------------  -----------  ----------------------
+//	nsbind port add                parent  helper  port-open     PortOpen     its host sockets, in order (up to MaxFiles)
+//	nsbind port rm                 parent  helper  port-close    PortClose    -
+//	answer to port-open, -close    helper  parent  port-done     PortDone     -
+//	nsbind stats, ps               parent  helper  stats-ask     StatsAsk     -
+//	answer to stats-ask            helper  parent  stats-now     StatsNow     -   (one per StatsPerMsg sockets, Last on the last)
+//	nsbind exec                    parent  helper  exec          ExecStart    the command's stdin, stdout, stderr
+//	the command runs, or cannot    helper  parent  exec-started  ExecStarted  -
+//	nsbind exec passes a signal    parent  helper  exec-signal   ExecSignal   -
+//	the command ended              helper  parent  exec-exit     ExecExit     -
+//
 // The exec step (argv[0] RoleExec) reports a failure to run the command
 // to the helper as one Fail, in JSON, on a pipe (ExecReportFD) that a
 // successful exec closes with nothing written.
@@ -85,6 +101,16 @@ const (
 	MsgStats     MsgType = "stats"
 	MsgExit      MsgType = "exit"
 	MsgProbe     MsgType = "probe"
+
+	MsgPortOpen    MsgType = "port-open"
+	MsgPortClose   MsgType = "port-close"
+	MsgPortDone    MsgType = "port-done"
+	MsgStatsAsk    MsgType = "stats-ask"
+	MsgStatsNow    MsgType = "stats-now"
+	MsgExecStart   MsgType = "exec"
+	MsgExecStarted MsgType = "exec-started"
+	MsgExecSignal  MsgType = "exec-signal"
+	MsgExecExit    MsgType = "exec-exit"
 )
 
 // Payload is the body of one message; its type says which message it is.
@@ -125,6 +151,24 @@ func newPayload(t MsgType, raw json.RawMessage) (Payload, error) {
 		return decode[Exit](raw)
 	case MsgProbe:
 		return decode[ProbeReport](raw)
+	case MsgPortOpen:
+		return decode[PortOpen](raw)
+	case MsgPortClose:
+		return decode[PortClose](raw)
+	case MsgPortDone:
+		return decode[PortDone](raw)
+	case MsgStatsAsk:
+		return decode[StatsAsk](raw)
+	case MsgStatsNow:
+		return decode[StatsNow](raw)
+	case MsgExecStart:
+		return decode[ExecStart](raw)
+	case MsgExecStarted:
+		return decode[ExecStarted](raw)
+	case MsgExecSignal:
+		return decode[ExecSignal](raw)
+	case MsgExecExit:
+		return decode[ExecExit](raw)
 	}
 	return nil, fmt.Errorf("unknown message type %q", t)
 }
@@ -362,6 +406,94 @@ func (Unrelayed) MsgType() MsgType   { return MsgUnrelayed }
 func (Stats) MsgType() MsgType       { return MsgStats }
 func (Exit) MsgType() MsgType        { return MsgExit }
 func (ProbeReport) MsgType() MsgType { return MsgProbe }
+func (PortOpen) MsgType() MsgType    { return MsgPortOpen }
+func (PortClose) MsgType() MsgType   { return MsgPortClose }
+func (PortDone) MsgType() MsgType    { return MsgPortDone }
+func (StatsAsk) MsgType() MsgType    { return MsgStatsAsk }
+func (StatsNow) MsgType() MsgType    { return MsgStatsNow }
+func (ExecStart) MsgType() MsgType   { return MsgExecStart }
+func (ExecStarted) MsgType() MsgType { return MsgExecStarted }
+func (ExecSignal) MsgType() MsgType  { return MsgExecSignal }
+func (ExecExit) MsgType() MsgType    { return MsgExecExit }
+
+// PortOpen asks the helper to relay the attached host sockets, one per
+// entry of Sockets, to the server inside (nsbind port add while the run
+// goes on). First is the index of the first: published sockets are
+// numbered in the order they came, those of HelperConfig.Sockets first,
+// and an index is never used again.
+type PortOpen struct {
+	ID      uint64         `json:"id"`
+	First   int            `json:"first"`
+	Sockets []SocketConfig `json:"sockets"`
+}
+
+// PortClose asks the helper to close the host sockets of these indices
+// (PortOpen's): it stops accepting on them; connections in flight finish.
+type PortClose struct {
+	ID      uint64 `json:"id"`
+	Indices []int  `json:"indices"`
+}
+
+// PortDone answers PortOpen or PortClose of ID; Err says why it failed,
+// and then nothing of the request was done.
+type PortDone struct {
+	ID  uint64     `json:"id"`
+	Err *StepError `json:"err,omitempty"`
+}
+
+// StatsAsk asks the helper for the counters of every published socket
+// now.
+type StatsAsk struct {
+	ID uint64 `json:"id"`
+}
+
+// StatsNow answers StatsAsk, StatsPerMsg sockets at most per message;
+// Last is set on the last. Ports are indexed as in PortOpen. Native lists
+// the indices of host sockets the server holds itself (--direct).
+type StatsNow struct {
+	ID     uint64      `json:"id"`
+	Ports  []PortStats `json:"ports,omitempty"`
+	Native []int       `json:"native,omitempty"`
+	Last   bool        `json:"last,omitempty"`
+}
+
+// ExecStart asks the helper to run Args inside, as it runs the server
+// (the exec step: same uid, no capabilities without --root, no_new_privs,
+// no nsbind descriptors or variables), with the three attached files as
+// its stdin, stdout and stderr. Env is added to the server's environment;
+// Dir, if set, is the working directory. With TTY the files are a
+// terminal, which becomes the command's controlling terminal in a session
+// of its own.
+type ExecStart struct {
+	ID   uint64   `json:"id"`
+	Args []string `json:"args"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+}
+
+// ExecStarted: the command of ExecStart ID runs as Pid (inside), or, with
+// Err, could not be run, Code being the status (126, 127) as for the
+// server.
+type ExecStarted struct {
+	ID   uint64     `json:"id"`
+	Pid  int        `json:"pid,omitempty"`
+	Code int        `json:"code,omitempty"`
+	Err  *StepError `json:"err,omitempty"`
+}
+
+// ExecSignal asks the helper to deliver Signal to the command of ID.
+type ExecSignal struct {
+	ID     uint64 `json:"id"`
+	Signal int    `json:"sig"`
+}
+
+// ExecExit: the command of ID ended with Code, or of Signal.
+type ExecExit struct {
+	ID     uint64 `json:"id"`
+	Code   int    `json:"code"`
+	Signal int    `json:"sig,omitempty"`
+}
 
 // StepError is an error as it crosses from one process to another: the
 // step that failed (a NamespaceError's, if any), its text and its errno,

@@ -61,6 +61,9 @@ type Server struct {
 	stopped chan struct{}
 	empty   chan Status
 	stdin   *os.File
+	// children are the other programs started while the server runs
+	// (StartChild, child_linux.go), which the reaper reports.
+	children children
 }
 
 // StartServer starts the server and returns once it runs, or with an error
@@ -69,7 +72,7 @@ type Server struct {
 // the run as children: as init of a PID namespace, or else as a child
 // subreaper (PR_SET_CHILD_SUBREAPER), so a server that puts itself in the
 // background stays below the caller. The caller must start no other child
-// processes.
+// processes but through StartChild (child_linux.go).
 func StartServer(cfg ServerConfig) (*Server, error) {
 	if os.Getpid() != 1 {
 		// Without it a daemon's orphans go to the host's init, out of
@@ -182,6 +185,11 @@ func (s *Server) reap(sigchld <-chan os.Signal) {
 				}
 				continue
 			}
+			if pid != s.Pid {
+				// A program of nsbind exec (child_linux.go); an orphan of
+				// the run is no one's and only counts as the last.
+				s.children.reaped(pid, ws)
+			}
 			switch {
 			case ws.Exited():
 				last = Status{Code: ws.ExitStatus()}
@@ -274,6 +282,7 @@ func (s *Server) KillAll() {
 		return
 	}
 	syscall.Kill(-s.Pid, syscall.SIGKILL)
+	s.children.killAll()
 	// A process that forks while the list is read escapes one round, not
 	// the next; the bound keeps a fork bomb from holding the helper.
 	for range 8 {

@@ -6,8 +6,10 @@
 // dispatch on argv[0] to the role of a process nsbind started itself
 // (main.go: the helper and the exec step of internal/helper, the probe of
 // doctor), doctor's checks and output (doctor_linux.go, diagnose_linux.go)
-// and the hints that turn a known error into a remedy (hints.go). The
-// run itself is internal/parent's.
+// and the hints that turn a known error into a remedy (hints.go), and the
+// instance commands ps, port, exec, stats and stop (instances_linux.go),
+// clients of a run's control socket (internal/instance). The run itself
+// is internal/parent's.
 //
 // Processes: run, doctor and the hints run in nsbind's own process on the
 // host; probeMain runs in the probe, inside fresh namespaces.

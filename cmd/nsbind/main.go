@@ -63,6 +63,11 @@ any port; nsbind listens on the host port and moves the traffic in.
 
 Usage:
   nsbind run [flags] [--] COMMAND [ARG...]   run COMMAND, publishing its ports
+  nsbind ps [--json]                         list the running instances (runs)
+  nsbind port NAME add|rm|ls [SPEC...]       publish, unpublish, list ports of a run
+  nsbind exec [-it] NAME [--] COMMAND...     run COMMAND inside a run's namespaces
+  nsbind stats NAME [--watch]                the counters of a run's ports, now
+  nsbind stop NAME                           stop a run, as SIGTERM to its nsbind
   nsbind doctor [--json]                     check that this host lets nsbind run
   nsbind version                             print the version
   nsbind help                                show this help
@@ -71,8 +76,10 @@ Example:
   nsbind run -p 80:8080 python3 -m http.server 80
   curl http://127.0.0.1:8080/
 
-Run 'nsbind run --help' for the flags of run. When run fails to create its
-namespaces, 'nsbind doctor' says why and what to do.
+Run 'nsbind run --help' for the flags of run, 'nsbind COMMAND --help' for
+those of any command; 'nsbind run --name web ...' names a run for ps, port,
+exec, stats and stop. When run fails to create its namespaces, 'nsbind
+doctor' says why and what to do.
 `
 
 // run is the CLI: it dispatches on the subcommand and returns the exit
@@ -87,6 +94,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCommand(args[1:], stdout, stderr)
 	case "doctor":
 		return doctorCommand(args[1:], stdout, stderr)
+	case "ps":
+		return psCommand(args[1:], stdout, stderr)
+	case "port":
+		return portCommand(args[1:], stdout, stderr)
+	case "exec":
+		return execCommand(args[1:], stdout, stderr)
+	case "stats":
+		return statsCommand(args[1:], stdout, stderr)
+	case "stop":
+		return stopCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "nsbind %s%s (%s %s/%s)\n", version, revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/internal/instance"
 	"github.com/nsbind/nsbind/internal/logline"
 	"github.com/nsbind/nsbind/internal/parent"
 	"github.com/nsbind/nsbind/nsutil"
@@ -46,6 +47,9 @@ type runOptions struct {
 	// --confine and what it lets the server see (nsutil/confine.go).
 	confine               bool
 	allowRead, allowWrite []string
+	// --name: the instance's name for nsbind ps, port, exec, stats, stop
+	// (instances_linux.go).
+	name string
 }
 
 const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
@@ -109,6 +113,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.confine, "confine", false, "confine the server: it sees the host's files read-only, writes only its working directory and a private /tmp, and sees neither your home (but the working directory) nor your session's sockets and secrets (README, --confine)")
 	fs.StringArrayVar(&o.allowRead, "allow-read", nil, "with --confine: let the server read `PATH` (a file or directory) even where it is hidden (repeatable)")
 	fs.StringArrayVar(&o.allowWrite, "allow-write", nil, "with --confine: let the server read and write `PATH` (a file or directory) (repeatable)")
+	fs.StringVar(&o.name, "name", "", "name the run for nsbind ps, port, exec, stats and stop (default: nsbind-XXXX, printed on start); names are per user")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, runUsage)
@@ -207,6 +212,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	// or is closed never holds up a relay or the end of the run.
 	errOut := logline.NewWriter(stderr)
 	defer errOut.Close(time.Second)
+	if o.name != "" && !instance.ValidName(o.name) {
+		fmt.Fprintf(stderr, "nsbind: invalid --name %q: use up to 63 letters, digits, '_', '.' or '-', starting with a letter or digit\n", o.name)
+		return exitFailed
+	}
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, User: o.user, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -214,7 +223,7 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,
 		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
-		Direct: o.direct, Stats: o.stats,
+		Direct: o.direct, Stats: o.stats, Name: o.name,
 		SocketActivation: o.socketActivation,
 		Confine:          confine,
 		CPUProfile:       os.Getenv(profileEnv),

@@ -22,5 +22,9 @@
 // on goroutines counted in one WaitGroup and end with one context. The
 // director's bind loop runs on one goroutine of its own and alone touches
 // its handover state; gotUnrelayed may be called from any goroutine. The
-// exec step runs on one locked thread (nsutil.ExecServer).
+// exec step runs on one locked thread (nsutil.ExecServer). The requests
+// of the instance commands (instance_linux.go: ports added and removed,
+// the counters now, commands run beside the server) are taken on the
+// receive goroutine; each exec'd command is waited for on a goroutine of
+// its own.
 package helper

@@ -39,6 +39,11 @@ type helper struct {
 	// budget bounds the descriptors of every UDP flow, in and out, so
 	// that a flood of them leaves some to TCP connections.
 	budget *forward.FlowBudget
+
+	// srv is the server once it runs; inst the state of the instance
+	// commands' requests (instance_linux.go).
+	srv  *nsutil.Server
+	inst instance
 }
 
 // Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
@@ -74,6 +79,7 @@ func Main() int {
 	if err != nil {
 		return h.fail(nsutil.FailureCode(err), err)
 	}
+	h.srv = srv
 	h.ctrl.Send(nsutil.Ready{Pid: srv.Pid})
 	return h.supervise(srv)
 }

@@ -123,6 +123,9 @@ func (h *helper) receive() <-chan nsutil.Payload {
 				h.out.add(s, files)
 				continue
 			}
+			if h.instanceRequest(m, files) {
+				continue
+			}
 			closeAll(files)
 			msgs <- m
 		}

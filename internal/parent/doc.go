@@ -13,10 +13,13 @@
 // relays on the host what --direct asks for (hostrelays_linux.go), prints
 // the published sockets, writes the --ports-file (portsfile.go), prints
 // --stats (stats.go), describes the helper's failures with the host's
-// facts, and returns the exit status.
+// facts, and returns the exit status. Under its name (--name) it answers
+// nsbind ps, port, exec, stats and stop (instance_linux.go).
 //
 // Concurrency: Run runs on the caller's goroutine; one goroutine receives
 // from the control channel and hands what is not answered at once to
 // Run's loop. The host relays run on goroutines of their own; their table
-// is guarded by a mutex.
+// is guarded by a mutex. The instance commands are answered on the
+// control socket's goroutines, several at once (their state has its own
+// mutexes); the receive goroutine hands them the helper's answers.
 package parent

@@ -47,6 +47,10 @@ type Options struct {
 	// nsutil.CheckConfine already.
 	Confine *nsutil.ConfineConfig
 
+	// Name is the instance's name (--name); empty for a default one
+	// (internal/instance).
+	Name string
+
 	Logger *slog.Logger
 	Stderr io.Writer
 	// Describe turns an error into the one line nsbind prints, with the

@@ -31,6 +31,8 @@ type run struct {
 	// claimed (activation_linux.go).
 	inherited []forward.ActivatedSocket
 
+	inst *instanceHandler
+
 	// What the helper reported: the exit status (-1: none yet), whether
 	// the server started and is stopped now, the counters.
 	result  int
@@ -74,6 +76,13 @@ func Run(o Options) int {
 		}
 		defer remove()
 	}
+
+	// The name is taken (or refused) before anything starts; the commands
+	// are answered once the helper runs (instance_linux.go).
+	if r.inst, err = r.nameInstance(socks); err != nil {
+		return r.fail(err)
+	}
+	defer r.inst.close()
 	if r.Veth {
 		if err := r.prepareVeth(); err != nil {
 			return r.fail(err)
@@ -91,6 +100,7 @@ func Run(o Options) int {
 	// The helper holds the sockets now; when it ends, the ports close.
 	forward.CloseAll(socks)
 	socks = nil
+	r.inst.serve(r.h)
 	if r.cfg.Foreground {
 		defer takeTerminal()
 	}

@@ -62,6 +62,8 @@ func (r *run) receive() <-chan nsutil.Payload {
 				r.relays.start(m, files)
 			case nsutil.Unrelay:
 				r.relays.stop(m)
+			case nsutil.PortDone, nsutil.StatsNow, nsutil.ExecStarted, nsutil.ExecExit:
+				r.inst.take(m)
 			default:
 				msgs <- m
 			}
@@ -138,6 +140,9 @@ func (r *run) take(m nsutil.Payload) {
 // (The ports file is written before it starts: Run.)
 func (r *run) announce() {
 	if !r.Quiet {
+		if name := r.inst.name(); name != "" {
+			fmt.Fprintf(r.Stderr, "nsbind: instance %s (nsbind ps, nsbind exec %s COMMAND)\n", name, name)
+		}
 		for _, c := range r.cfg.Sockets {
 			fmt.Fprintf(r.Stderr, "nsbind: %s → :%d/%s\n", c.Host, c.Inside, c.Proto)
 		}
