@@ -1,20 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 )
-
-// runInProcess runs the CLI in this process, as main does, and returns its
-// status, stdout and stderr. Only for runs that fail before anything
-// starts: a flag, a spec or a command that is wrong.
-func runInProcess(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
-}
 
 // Every check of nsbind run's flags stops it before anything starts, with
 // one line that says what to do: no namespace needed.

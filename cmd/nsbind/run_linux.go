@@ -46,37 +46,17 @@ type runOptions struct {
 	allowRead, allowWrite []string
 }
 
-const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
-
-Runs COMMAND in a new user and network namespace, where it may bind any port
-(80, 443, 53...) with no privilege, and publishes its ports on the host.
-Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the server.
-
-  -p 80:8080 publishes the server's port 80 (inside) on host port 8080
-  (127.0.0.1 and [::1]). Forms of -p NSPORT[:[HOSTIP:]HOSTPORT][/PROTO]:
-    80                   inside 80 <- host port 80 (needs a host that allows it)
-    80:8080              inside 80 <- host 127.0.0.1:8080 and [::1]:8080
-    80:0                 host port chosen by the kernel (printed on start)
-    80:0.0.0.0:8080      every IPv4 address; 80:[::]:8080 every address, both families
-    80:192.0.2.7:8080    one host address
-    53:5353/udp          UDP (/tcp is the default)
-    8000-8009:18000-18009  ranges of equal length, port by port
-
-  Started by systemd behind a .socket unit (LISTEN_FDS, LISTEN_PID is nsbind's),
-  nsbind serves the sockets it was given instead of binding its own: a -p takes
-  each socket of its protocol and host port (80:80 takes ListenStream=80), only
-  the one bound to its address if it names one (80:0.0.0.0:80), never with host
-  port 0. A socket no -p takes is an error before the server starts (status 125).
-  See README.md, "The real port 80 with systemd".
-
-Flags:
-`
-
+// runCommand is "nsbind run ARGS...", as the command line has it.
 func runCommand(args []string, stdout, stderr io.Writer) int {
-	var o runOptions
+	return run(append([]string{"run"}, args...), stdout, stderr)
+}
+
+// runFlags are the flags of nsbind run, set into o as they are parsed. The
+// cobra command of run (cli.go) parses them, and they are its help, its
+// completion and its part of the man page. Flags end at COMMAND.
+func runFlags(o *runOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nsbind run", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
-	fs.SetOutput(stderr)
 	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: NSPORT[:[HOSTIP:]HOSTPORT][/PROTO] (repeatable)")
 	fs.BoolVar(&o.root, "root", false, "map your user to root (uid 0) inside and keep the namespace's capabilities, for servers that insist on root")
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print none of nsbind's own lines except errors")
@@ -98,25 +78,12 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.confine, "confine", false, "confine the server: it sees the host's files read-only, writes only its working directory and a private /tmp, and sees neither your home (but the working directory) nor your session's sockets and secrets (README, --confine)")
 	fs.StringArrayVar(&o.allowRead, "allow-read", nil, "with --confine: let the server read `PATH` (a file or directory) even where it is hidden (repeatable)")
 	fs.StringArrayVar(&o.allowWrite, "allow-write", nil, "with --confine: let the server read and write `PATH` (a file or directory) (repeatable)")
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "nsbind: %v\nRun 'nsbind run --help' for usage.\n", err)
-		return exitFailed
-	}
-	if *help {
-		fs.SetOutput(stdout)
-		fmt.Fprint(stdout, runUsage)
-		fs.PrintDefaults()
-		return 0
-	}
-	command := fs.Args()
+	return fs
+}
+
+// runParsed checks the options of nsbind run that flags alone cannot, and
+// runs command with them.
+func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 	if len(command) == 0 {
 		fmt.Fprintf(stderr, "nsbind: no command to run\nUsage: nsbind run [flags] [--] COMMAND [ARG...], e.g. nsbind run -p 80:8080 python3 -m http.server 80\n")
 		return exitFailed
@@ -178,6 +145,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if o.quiet {
 		level = max(level, slog.LevelError)
 		o.logLevel = level.String()
+	}
+	// The lines nsbind prints as the server starts (the published
+	// sockets, the veth) are info: a level above hides them, as --quiet.
+	if level > slog.LevelInfo {
+		o.quiet = true
 	}
 	if o.udpTimeout <= 0 {
 		fmt.Fprintf(stderr, "nsbind: --udp-timeout must be positive, e.g. --udp-timeout 30s\n")
