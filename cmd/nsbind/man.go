@@ -20,6 +20,7 @@ func manPage(root *cobra.Command) string {
 	var b strings.Builder
 	name := root.Name()
 	fmt.Fprintf(&b, ".TH %s 1 \"\" \"%s %s\" \"User Commands\"\n", strings.ToUpper(name), name, version)
+	b.WriteString(".nh\n.ad l\n") // no hyphens in names, no stretched lines
 	fmt.Fprintf(&b, ".SH NAME\n%s \\- %s\n", name, roffText(root.Short))
 	b.WriteString(".SH SYNOPSIS\n")
 	cmds := manCommands(root)
@@ -32,7 +33,8 @@ func manPage(root *cobra.Command) string {
 	b.WriteString(".SH DESCRIPTION\n")
 	b.WriteString(roffBlocks(root.Long))
 	b.WriteString(".SH OPTIONS\n")
-	b.WriteString(roffFlags(root.Flags()))
+	b.WriteString(roffText("Every command also takes -h, --help: its help, as nsbind help COMMAND shows it.") + "\n")
+	b.WriteString(roffFlags(root.Flags(), true))
 	b.WriteString(".SH COMMANDS\n")
 	for _, c := range cmds {
 		fmt.Fprintf(&b, ".SS %s\n", roffText(c.Name()))
@@ -45,9 +47,9 @@ func manPage(root *cobra.Command) string {
 		}
 		if c.DisableFlagParsing {
 			fmt.Fprintf(&b, ".PP\nIts flags: \\fB%s %s \\-\\-help\\fR.\n", name, roffText(c.Name()))
-		} else if fs := c.LocalNonPersistentFlags(); fs.HasAvailableFlags() {
+		} else if flags := roffFlags(c.LocalNonPersistentFlags(), false); flags != "" {
 			b.WriteString(".PP\nFlags:\n")
-			b.WriteString(roffFlags(fs))
+			b.WriteString(flags)
 		}
 	}
 	if root.Example != "" {
@@ -79,11 +81,12 @@ func synopsis(c *cobra.Command) string {
 	return fmt.Sprintf("\\fB%s\\fR%s\n", roffText(path), roffText(rest))
 }
 
-// roffFlags lists the flags of fs as tagged paragraphs.
-func roffFlags(fs *pflag.FlagSet) string {
+// roffFlags lists the flags of fs as tagged paragraphs; -h, --help only
+// with withHelp (the page says it once, for nsbind itself).
+func roffFlags(fs *pflag.FlagSet, withHelp bool) string {
 	var b strings.Builder
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Hidden {
+		if f.Hidden || (f.Name == "help" && !withHelp) {
 			return
 		}
 		b.WriteString(".TP\n")
