@@ -34,6 +34,7 @@ func TestRunFlagErrors(t *testing.T) {
 		{"to-host and isolated", []string{"--isolated", "--to-host", "5432", "true"}, 125, "contradict"},
 		{"to-host on a published port", []string{"-p", "5432:0", "--to-host", "5432", "true"}, 125, "both use port 5432/tcp inside"},
 		{"missing resolv.conf", []string{"--resolv-conf", "/nonexistent/resolv.conf", "true"}, 125, "--resolv-conf: open /nonexistent/resolv.conf"},
+		{"resolv.conf a directory", []string{"--resolv-conf", "/tmp", "true"}, 125, "--resolv-conf /tmp is a directory: give a file"},
 		{"command not found", []string{"no-such-command-nsbind"}, 127, "command not found: no-such-command-nsbind"},
 	}
 	for _, tt := range tests {
