@@ -236,7 +236,16 @@ the binary was built with (the same line as nsbind --version).`,
 	}
 
 	root.AddCommand(runCmd, doctorCmd, versionCmd, completionCmd)
-	for _, sp := range selfParsedCommands() {
+	root.SetHelpCommand(helpCmd)
+	root.AddCommand(helpCmd)
+	addSelfParsed(root, selfParsedCommands(), stdout, stderr, status)
+	return root
+}
+
+// addSelfParsed adds the commands of cmds to root, and gives every command
+// of root its -h, --help.
+func addSelfParsed(root *cobra.Command, cmds []selfParsed, stdout, stderr io.Writer, status *int) {
+	for _, sp := range cmds {
 		f := sp.run
 		cmd := &cobra.Command{
 			Use:                strings.TrimSpace(sp.name + " " + sp.usage),
@@ -250,15 +259,12 @@ the binary was built with (the same line as nsbind --version).`,
 		cmd.SetHelpFunc(func(*cobra.Command, []string) { *status = f([]string{"--help"}, stdout, stderr) })
 		root.AddCommand(cmd)
 	}
-	root.SetHelpCommand(helpCmd)
-	root.AddCommand(helpCmd)
 	for _, c := range append([]*cobra.Command{root}, root.Commands()...) {
 		c.DisableFlagsInUseLine = true // each Use says where its flags go
 		if c.Flags().Lookup("help") == nil {
 			c.Flags().BoolP("help", "h", false, "show this help")
 		}
 	}
-	return root
 }
 
 // completeValues makes the values of flags complete to the words given,

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -193,5 +195,51 @@ func TestFlagValueCompletion(t *testing.T) {
 		if code != 0 || strings.Join(got, " ") != strings.Join(tt.want, " ") || (tt.want == nil && directive != ":4") {
 			t.Errorf("completing nsbind %q: exit %d, %q (directive %s), stderr %q; want %q", tt.args, code, got, directive, stderr, tt.want)
 		}
+	}
+}
+
+// A command of selfParsedCommands gets its arguments as they are, its own
+// --help for nsbind help NAME, and its line in the help and the man page.
+func TestSelfParsedCommand(t *testing.T) {
+	var got [][]string
+	ps := func(args []string, stdout, stderr io.Writer) int {
+		got = append(got, args)
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h") {
+			fmt.Fprintln(stdout, "Usage: nsbind ps [--json]")
+			return 0
+		}
+		return 3
+	}
+	exec := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		var status int
+		root := newCLI(&stdout, &stderr, &status)
+		addSelfParsed(root, []selfParsed{{"ps", "list the running servers", "[--json]", ps}}, &stdout, &stderr, &status)
+		root.SetArgs(args)
+		if _, err := root.ExecuteC(); err != nil {
+			return exitFailed, stdout.String(), err.Error()
+		}
+		return status, stdout.String(), stderr.String()
+	}
+	if code, _, stderr := exec("ps", "--json", "-x", "--", "a"); code != 3 || stderr != "" {
+		t.Errorf("nsbind ps --json -x -- a: exit %d, stderr %q; want the command's 3", code, stderr)
+	}
+	for _, args := range [][]string{{"help", "ps"}, {"ps", "--help"}, {"ps", "-h"}} {
+		if code, out, _ := exec(args...); code != 0 || out != "Usage: nsbind ps [--json]\n" {
+			t.Errorf("nsbind %q: exit %d, stdout %q; want the command's help", args, code, out)
+		}
+	}
+	want := [][]string{{"--json", "-x", "--", "a"}, {"--help"}, {"--help"}, {"-h"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the command got %q, want %q", got, want)
+	}
+	if _, out, _ := exec("--help"); !strings.Contains(out, "\n  ps          list the running servers\n") {
+		t.Errorf("nsbind --help does not list ps:\n%s", out)
+	}
+	var status int
+	root := newCLI(nil, nil, &status)
+	addSelfParsed(root, []selfParsed{{"ps", "list the running servers", "[--json]", ps}}, nil, nil, &status)
+	if man := manPage(root); !strings.Contains(man, ".SS ps\n\\fBnsbind ps\\fR [\\-\\-json]\n") || !strings.Contains(man, `\fBnsbind ps \-\-help\fR`) {
+		t.Errorf("the man page has no section for ps:\n%s", man)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 )
@@ -39,10 +40,22 @@ func TestRunFlagErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runInProcess(t, append([]string{"run"}, tt.args...)...)
+			var stdout, stderrBuf bytes.Buffer
+			code := runCommand(tt.args, &stdout, &stderrBuf)
+			stderr := stderrBuf.String()
 			if code != tt.code || !strings.HasPrefix(stderr, "nsbind: ") || !strings.Contains(stderr, tt.says) {
 				t.Fatalf("exit %d, stderr %q; want %d saying %q", code, stderr, tt.code, tt.says)
 			}
 		})
+	}
+}
+
+// doctorCommand is nsbind doctor: its flags are checked before any probe.
+func TestDoctorFlagErrors(t *testing.T) {
+	for _, args := range [][]string{{"--jsn"}, {"now"}} {
+		var stdout, stderr bytes.Buffer
+		if code := doctorCommand(args, &stdout, &stderr); code != exitFailed || stdout.Len() > 0 || !strings.HasPrefix(stderr.String(), "nsbind: ") {
+			t.Errorf("nsbind doctor %q: exit %d, stdout %q, stderr %q; want 125 and one error", args, code, stdout.String(), stderr.String())
+		}
 	}
 }
