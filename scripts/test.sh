@@ -29,6 +29,8 @@ packages+=(dnsmasq-base bind9-dnsutils libc-bin passwd)
 # (newuidmap, newgidmap), socat, tmux, lighttpd, postgresql, apache2, and
 # systemd for systemd-socket-activate.
 packages+=(uidmap socat tmux lighttpd postgresql apache2 systemd)
+# nsbind completion bash needs bash-completion (TestBashCompletion).
+packages+=(bash-completion)
 
 # staticcheck, pinned: installed into GOPATH/bin when missing or another
 # version.
@@ -110,7 +112,9 @@ say "build (static, CGO_ENABLED=0)"
 bindir=$(mktemp -d /tmp/nsbind-test.XXXXXX)
 chmod 755 "$bindir"   # the unprivileged user runs the binaries in it
 trap 'rm -rf "$bindir"' EXIT
-CGO_ENABLED=0 go build -o "$bindir/nsbind" ./cmd/nsbind
+# -buildvcs=true over a GOFLAGS that turns it off: nsbind version shows the
+# revision (in a clone; a git worktree records none).
+CGO_ENABLED=0 go build -buildvcs=true -o "$bindir/nsbind" ./cmd/nsbind
 "$bindir/nsbind" version
 # The end-to-end test of the static binary runs it (static_linux_test.go).
 export NSBIND_TEST_BINARY=$bindir/nsbind

@@ -2,7 +2,9 @@
 // the server starts in a new user and network namespace, where it may bind
 // any port, and nsbind publishes that port on the host.
 //
-// This package is the binary's front: the flags of run and doctor, the
+// This package is the binary's front: the command tree (cli.go: one cobra
+// definition per command, which is its parsing, help and completion, and
+// the man page of man.go), the flags of run and doctor, the
 // dispatch on argv[0] to the role of a process nsbind started itself
 // (main.go: the helper and the exec step of internal/helper, the probe of
 // doctor), doctor's checks and output (doctor_linux.go, diagnose_linux.go)

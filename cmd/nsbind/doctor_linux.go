@@ -43,42 +43,32 @@ type doctorReport struct {
 	Checks   []check `json:"checks"`
 }
 
-const doctorUsage = `Usage: nsbind doctor [--json]
-
-Checks that this host lets nsbind run work, the way run will use it: it creates
+// doctorLong is nsbind doctor's description in its help and the man page.
+const doctorLong = `Checks that this host lets nsbind run work, the way run will use it: it creates
 a user and network namespace (and a PID and mount namespace) and tries inside
 what the helper and the server need. One line per check: OK, or the problem
-and the exact fix. Exit status 0 when run will work, 1 when it will not.
+and the exact fix. Exit status 0 when run will work, 1 when it will not.`
 
-Flags:
-`
+// doctorOptions are nsbind doctor's flags.
+type doctorOptions struct {
+	json bool
+}
 
+// doctorCommand is "nsbind doctor ARGS...", as the command line has it.
 func doctorCommand(args []string, stdout, stderr io.Writer) int {
+	return run(append([]string{"doctor"}, args...), stdout, stderr)
+}
+
+// doctorFlags are the flags of nsbind doctor, set into o as they are
+// parsed (by its cobra command, cli.go).
+func doctorFlags(o *doctorOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nsbind doctor", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the checks as one JSON object, for scripts")
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, doctorUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "nsbind: %v\nRun 'nsbind doctor --help' for usage.\n", err)
-		return exitFailed
-	}
-	if *help {
-		fs.SetOutput(stdout)
-		fmt.Fprint(stdout, doctorUsage)
-		fs.PrintDefaults()
-		return 0
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "nsbind: doctor takes no arguments, got %q\n", fs.Args())
-		return exitFailed
-	}
+	fs.BoolVar(&o.json, "json", false, "print the checks as one JSON object, for scripts")
+	return fs
+}
+
+// doctorParsed runs the checks and prints them.
+func doctorParsed(o doctorOptions, stdout io.Writer) int {
 	exe := selfPath()
 	facts := nsutil.ReadHostFacts()
 	probe := nsutil.Probe(nsutil.ProbeConfig{
@@ -90,7 +80,7 @@ func doctorCommand(args []string, stdout, stderr io.Writer) int {
 	})
 	rep := doctorChecks(facts, probe, exe)
 	rep.Checks = append(rep.Checks, idRangesCheck(parent.PlanIDs(true, "")))
-	if *asJSON {
+	if o.json {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintf(stdout, "%s\n", b)
 	} else {

@@ -6,16 +6,6 @@ import (
 	"testing"
 )
 
-// runInProcess runs the CLI in this process, as main does, and returns its
-// status, stdout and stderr. Only for runs that fail before anything
-// starts: a flag, a spec or a command that is wrong.
-func runInProcess(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
-}
-
 // Every check of nsbind run's flags stops it before anything starts, with
 // one line that says what to do: no namespace needed.
 func TestRunFlagErrors(t *testing.T) {
@@ -45,14 +35,27 @@ func TestRunFlagErrors(t *testing.T) {
 		{"to-host and isolated", []string{"--isolated", "--to-host", "5432", "true"}, 125, "contradict"},
 		{"to-host on a published port", []string{"-p", "5432:0", "--to-host", "5432", "true"}, 125, "both use port 5432/tcp inside"},
 		{"missing resolv.conf", []string{"--resolv-conf", "/nonexistent/resolv.conf", "true"}, 125, "--resolv-conf: open /nonexistent/resolv.conf"},
+		{"resolv.conf a directory", []string{"--resolv-conf", "/tmp", "true"}, 125, "--resolv-conf /tmp is a directory: give a file"},
 		{"command not found", []string{"no-such-command-nsbind"}, 127, "command not found: no-such-command-nsbind"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, _, stderr := runInProcess(t, append([]string{"run"}, tt.args...)...)
+			var stdout, stderrBuf bytes.Buffer
+			code := runCommand(tt.args, &stdout, &stderrBuf)
+			stderr := stderrBuf.String()
 			if code != tt.code || !strings.HasPrefix(stderr, "nsbind: ") || !strings.Contains(stderr, tt.says) {
 				t.Fatalf("exit %d, stderr %q; want %d saying %q", code, stderr, tt.code, tt.says)
 			}
 		})
+	}
+}
+
+// doctorCommand is nsbind doctor: its flags are checked before any probe.
+func TestDoctorFlagErrors(t *testing.T) {
+	for _, args := range [][]string{{"--jsn"}, {"now"}} {
+		var stdout, stderr bytes.Buffer
+		if code := doctorCommand(args, &stdout, &stderr); code != exitFailed || stdout.Len() > 0 || !strings.HasPrefix(stderr.String(), "nsbind: ") {
+			t.Errorf("nsbind doctor %q: exit %d, stdout %q, stderr %q; want 125 and one error", args, code, stdout.String(), stderr.String())
+		}
 	}
 }

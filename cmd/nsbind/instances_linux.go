@@ -36,7 +36,7 @@ func instanceFlags(name, usage string, stdout, stderr io.Writer) (*pflag.FlagSet
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
+		fmt.Fprint(stderr, flagHelp(fs))
 	}
 	return fs, help
 }
@@ -52,9 +52,8 @@ func parseInstanceFlags(fs *pflag.FlagSet, help *bool, usage string, args []stri
 		return exitFailed, true
 	}
 	if *help {
-		fs.SetOutput(stdout)
 		fmt.Fprint(stdout, usage)
-		fs.PrintDefaults()
+		fmt.Fprint(stdout, flagHelp(fs))
 		return 0, true
 	}
 	return 0, false

@@ -52,44 +52,17 @@ type runOptions struct {
 	name string
 }
 
-const runUsage = `Usage: nsbind run [flags] [--] COMMAND [ARG...]
-
-Runs COMMAND in a new user and network namespace, where it may bind any port
-(80, 443, 53...) with no privilege, and publishes its ports on the host.
-Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the server.
-
-  -p 80:8080 publishes the server's port 80 (inside) on host port 8080
-  (127.0.0.1 and [::1]). Forms of -p NSPORT[:[HOSTIP:]HOSTPORT][/PROTO]:
-    80                   inside 80 <- host port 80 (needs a host that allows it)
-    80:8080              inside 80 <- host 127.0.0.1:8080 and [::1]:8080
-    80:0                 host port chosen by the kernel (printed on start)
-    80:0.0.0.0:8080      every IPv4 address; 80:[::]:8080 every address, both families
-    80:192.0.2.7:8080    one host address
-    53:5353/udp          UDP (/tcp is the default)
-    8000-8009:18000-18009  ranges of equal length, port by port
-
-  Started by systemd behind a .socket unit (LISTEN_FDS, LISTEN_PID is nsbind's),
-  nsbind serves the sockets it was given instead of binding its own: a -p takes
-  each socket of its protocol and host port (80:80 takes ListenStream=80), only
-  the one bound to its address if it names one (80:0.0.0.0:80), never with host
-  port 0. A socket no -p takes is an error before the server starts (status 125).
-  See README.md, "The real port 80 with systemd".
-
-Exit status: the server's (128+N when it died of signal N). A command that
-exits 0 leaving processes running (it went to the background: nginx, apachectl
-start) is served until the last of them exits; nsbind's signals go to all of
-them, and the status is that of the one reaped last. Ctrl-Z stops nsbind's
-whole job, also under go run, bash -c or make. go run turns any failure into 1:
-build nsbind (go build -o nsbind ./cmd/nsbind) to keep the status.
-
-Flags:
-`
-
+// runCommand is "nsbind run ARGS...", as the command line has it.
 func runCommand(args []string, stdout, stderr io.Writer) int {
-	var o runOptions
+	return run(append([]string{"run"}, args...), stdout, stderr)
+}
+
+// runFlags are the flags of nsbind run, set into o as they are parsed. The
+// cobra command of run (cli.go) parses them, and they are its help, its
+// completion and its part of the man page. Flags end at COMMAND.
+func runFlags(o *runOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nsbind run", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
-	fs.SetOutput(stderr)
 	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: NSPORT[:[HOSTIP:]HOSTPORT][/PROTO] (repeatable)")
 	// Who the server is: --root and --user (internal/parent, helper_linux.go).
 	fs.BoolVar(&o.root, "root", false, "start the server as root (uid 0) inside, with the namespace's capabilities, for servers that start as root and drop to a worker user: uid 0 is you on the host (never host root), ids 1 and up your ranges of /etc/subuid and /etc/subgid (newuidmap)")
@@ -114,25 +87,12 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.StringArrayVar(&o.allowRead, "allow-read", nil, "with --confine: let the server read `PATH` (a file or directory) even where it is hidden (repeatable)")
 	fs.StringArrayVar(&o.allowWrite, "allow-write", nil, "with --confine: let the server read and write `PATH` (a file or directory) (repeatable)")
 	fs.StringVar(&o.name, "name", "", "name the run for nsbind ps, port, exec, stats and stop (default: nsbind-XXXX, printed on start); names are per user")
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, runUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "nsbind: %v\nRun 'nsbind run --help' for usage.\n", err)
-		return exitFailed
-	}
-	if *help {
-		fs.SetOutput(stdout)
-		fmt.Fprint(stdout, runUsage)
-		fs.PrintDefaults()
-		return 0
-	}
-	command := fs.Args()
+	return fs
+}
+
+// runParsed checks the options of nsbind run that flags alone cannot, and
+// runs command with them.
+func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 	if len(command) == 0 {
 		fmt.Fprintf(stderr, "nsbind: no command to run\nUsage: nsbind run [flags] [--] COMMAND [ARG...], e.g. nsbind run -p 80:8080 python3 -m http.server 80\n")
 		return exitFailed
@@ -194,6 +154,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	if o.quiet {
 		level = max(level, slog.LevelError)
 		o.logLevel = level.String()
+	}
+	// The lines nsbind prints as the server starts (the published
+	// sockets, the veth) are info: a level above hides them, as --quiet.
+	if level > slog.LevelInfo {
+		o.quiet = true
 	}
 	if err := checkRunInputs(&o); err != nil {
 		fmt.Fprintf(stderr, "nsbind: %v\n", err)
@@ -259,6 +224,9 @@ func checkRunInputs(o *runOptions) error {
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("--resolv-conf: %w", err)
+		}
+		if fi.IsDir() {
+			return fmt.Errorf("--resolv-conf %s is a directory: give a file, which programs inside then see as /etc/resolv.conf", o.resolvConf)
 		}
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("--resolv-conf %s is not a regular file (%v): programs inside see it as /etc/resolv.conf, so give a file, e.g. write what it would give to one first: cat %s > resolv.conf", o.resolvConf, fi.Mode().Type(), o.resolvConf)

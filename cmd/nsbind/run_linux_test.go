@@ -341,8 +341,25 @@ func TestBadInput(t *testing.T) {
 
 // Flags end at the command: later flags belong to the server.
 func TestFlagsEndAtCommand(t *testing.T) {
-	code, out, stderr := runNsbind(t, "run", "-q", "echo", "-p", "--quiet")
-	if code != 0 || strings.TrimSpace(out) != "-p --quiet" {
+	for _, args := range [][]string{
+		{"-q", "echo", "-p", "--quiet"},
+		{"-q", "-p", "80:0", "sh", "-c", `echo "$@"`, "sh", "-p", "--quiet"},
+		{"-q", "--", "echo", "-p", "--quiet"},
+		{"-q", "-p", "80:0", "--", "echo", "-p", "--quiet"},
+		{"-q", "echo", "--", "-p", "--quiet"},
+	} {
+		want := "-p --quiet"
+		if args[len(args)-3] == "--" {
+			want = "-- -p --quiet"
+		}
+		code, out, stderr := runNsbind(t, append([]string{"run"}, args...)...)
+		if code != 0 || strings.TrimSpace(out) != want {
+			t.Errorf("nsbind run %q: exit %d, out %q, stderr %q; want %q", args, code, out, stderr, want)
+		}
+	}
+	// The server's own -v and --help too, not nsbind's.
+	code, out, stderr := runNsbind(t, "run", "-q", "-p", "80:0", "echo", "-v", "--help", "-h")
+	if code != 0 || strings.TrimSpace(out) != "-v --help -h" {
 		t.Fatalf("exit %d, out %q, stderr %q", code, out, stderr)
 	}
 }

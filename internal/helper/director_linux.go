@@ -73,6 +73,7 @@ func (d *director) start(notify *os.File) {
 		return
 	}
 	d.listener = l
+	d.logger.Debug("--direct: the server's bind(2) calls are trapped (seccomp user notification)")
 	stop := context.AfterFunc(d.ctx, l.Close)
 	go func() {
 		defer stop()

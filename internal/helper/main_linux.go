@@ -133,11 +133,14 @@ func (h *helper) setUpNamespace() error {
 	if os.Getpid() == 1 {
 		if err := nsutil.MountProc(); err != nil {
 			h.logger.Debug("keeping the host's /proc", "err", err)
+		} else {
+			h.logger.Debug("mounted a /proc of the PID namespace")
 		}
 	}
 	if err := nsutil.SetupLoopback(); err != nil {
 		return fmt.Errorf("setting up the network namespace: %w", err)
 	}
+	h.logger.Debug("lo up, every port bindable", "sysctl", "net.ipv4.ip_unprivileged_port_start=0")
 	if v := h.cfg.Veth; v != nil {
 		_, files, err := nsutil.Expect[nsutil.VethReady](h.ctrl)
 		closeAll(files)
@@ -147,6 +150,7 @@ func (h *helper) setUpNamespace() error {
 		if err := nsutil.SetupVethInside(v.Inside4, v.Gateway4, v.Inside6, v.Gateway6, h.cfg.Sockets); err != nil {
 			return fmt.Errorf("setting up the network namespace: %w", err)
 		}
+		h.logger.Debug("veth up inside", "inside4", v.Inside4, "gateway4", v.Gateway4, "inside6", v.Inside6, "gateway6", v.Gateway6)
 	}
 	return nil
 }

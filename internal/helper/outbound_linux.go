@@ -88,6 +88,7 @@ func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.
 		if err := nsutil.BindResolvConf(cfg.ResolvConf); err != nil {
 			return nil, err
 		}
+		logger.Debug("mounted --resolv-conf over /etc/resolv.conf", "file", cfg.ResolvConf)
 	}
 	o := &outbound{stats: new(forward.Stats), budget: budget}
 	if cfg.Isolated {
@@ -100,6 +101,7 @@ func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.
 		logger.Warn(fmt.Sprintf("no outbound connections: %v; the server runs isolated (only published ports reach it)", err))
 		return o, nil
 	}
+	logger.Debug("outbound rules: default routes via lo, SYNs to outside addresses queued, connections and UDP redirected to the helper")
 	if err := w.listenFixedUDP(cfg, logger); err != nil {
 		w.close()
 		return nil, err

@@ -68,6 +68,7 @@ func chooseDialer(cfg nsutil.HelperConfig, logger *slog.Logger) insideDialer {
 		logger.Warn("the server will see clients as coming from loopback: this kernel does not let nsbind keep their addresses", "err", err)
 		return forward.LoopbackDialer{}
 	}
+	logger.Debug("routes for replies to the clients' own addresses: from 127.0.0.0/8 and ::1 iif lo to a local table")
 	if cfg.ProxyProtocol != 0 {
 		return proxyDialer{}
 	}

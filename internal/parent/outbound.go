@@ -55,7 +55,14 @@ func outboundFor(toHost []string, isolated bool, resolvConf string, published []
 		if err != nil {
 			return out, fmt.Errorf("--resolv-conf: %w", err)
 		}
+		st, err := f.Stat()
 		f.Close()
+		if err == nil && st.IsDir() {
+			// It is mounted over the file /etc/resolv.conf, where the
+			// kernel refuses a directory (ENOTDIR, which reads the wrong
+			// way round).
+			return out, fmt.Errorf("--resolv-conf %s is a directory: give a file in resolv.conf(5)'s format, e.g. --resolv-conf ./resolv.conf", resolvConf)
+		}
 		// The helper mounts it from its own working directory: make it
 		// absolute here.
 		if abs, err := filepath.Abs(resolvConf); err == nil {
