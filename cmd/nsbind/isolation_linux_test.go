@@ -398,9 +398,8 @@ func TestVethIsolatedRootServerFlushesRules(t *testing.T) {
 // the user cannot open the lock file itself.
 func TestVethSubnetLockSquatted(t *testing.T) {
 	needRoot(t)
-	python := needProgram(t, "python3")
 	u := asTestUser(t)
-	python = systemProgram(t, "python3")
+	python := systemProgram(t, "python3")
 	squat := exec.Command(python, "-c", `
 import socket, threading
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
