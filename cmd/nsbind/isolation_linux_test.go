@@ -509,7 +509,7 @@ for host, port in ports["udp"]:
 func TestOutboundOwnSocketsRefused(t *testing.T) {
 	python := userProgram(t, "python3")
 	requireUserns(t)
-	dir := t.TempDir()
+	dir := serverTempDir(t)
 	os.Chmod(dir, 0o777)
 	cmd := outCmd(t, nil, "--", python, "-c", ownSocketsProbe, dir)
 	stdout, stderr := new(lockedBuffer), new(lockedBuffer)
