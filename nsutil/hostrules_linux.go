@@ -466,16 +466,6 @@ func ctStateNew() []expr.Any {
 	}
 }
 
-// net4or6Mask is the netmask of p, as many bytes as its address.
-func net4or6Mask(p netip.Prefix) []byte {
-	n := p.Addr().BitLen() / 8
-	m := make([]byte, n)
-	for i := range p.Bits() {
-		m[i/8] |= 0x80 >> (i % 8)
-	}
-	return m
-}
-
 // nftIfname is an interface name as nftables compares it: IFNAMSIZ bytes,
 // NUL-padded.
 func nftIfname(name string) []byte {

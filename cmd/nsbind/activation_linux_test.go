@@ -476,7 +476,7 @@ func TestSocketActivationExecFails(t *testing.T) {
 	if directMode() {
 		t.Skip("--socket-activation is a data path of its own, without --direct")
 	}
-	script := filepath.Join(t.TempDir(), "server")
+	script := filepath.Join(serverTempDir(t), "server")
 	if err := os.WriteFile(script, []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -221,6 +221,22 @@ func newConfineSetup(t *testing.T) *confineSetup {
 	s.outside = filepath.Join(base, "outside-"+name)
 	s.homeFile = filepath.Join(home, "nsbind-confine-"+name)
 	s.env = append(os.Environ(), "HOME="+home, "XDG_RUNTIME_DIR="+s.runtime, "SSH_AUTH_SOCK="+s.socket)
+	if os.Getuid() == 0 {
+		// The server is the sudo user's process: the home, the runtime
+		// directory and the place outside are that user's, as they are
+		// when the user runs sudo nsbind run --confine from a directory of
+		// theirs, so that only the confinement keeps the server out.
+		uid, gid := serverUID(), serverGID()
+		err := filepath.WalkDir(base, func(p string, _ os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, uid, gid)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	return s
 }
 
@@ -385,7 +401,7 @@ func TestConfinePythonHTTPServer(t *testing.T) {
 	if _, err := os.Stat(python); err != nil {
 		python = needProgram(t, "python3")
 	}
-	work := t.TempDir()
+	work := serverTempDir(t)
 	if err := os.WriteFile(filepath.Join(work, "index.html"), []byte("hello from a confined python\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -517,7 +533,7 @@ func TestConfineToHost(t *testing.T) {
 	}))
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
-	code, out, stderr := runNsbindIn(t, t.TempDir(), nil, "run", "--confine", "--to-host", strconv.Itoa(port), "--",
+	code, out, stderr := runNsbindIn(t, serverTempDir(t), nil, "run", "--confine", "--to-host", strconv.Itoa(port), "--",
 		curl, "-sS", "--max-time", "10", fmt.Sprintf("http://127.0.0.1:%d/", port))
 	if code != 0 || out != "hello from the host\n" {
 		t.Fatalf("exit %d: %q\n%s", code, out, stderr)

@@ -398,9 +398,8 @@ func TestVethIsolatedRootServerFlushesRules(t *testing.T) {
 // the user cannot open the lock file itself.
 func TestVethSubnetLockSquatted(t *testing.T) {
 	needRoot(t)
-	python := needProgram(t, "python3")
 	u := asTestUser(t)
-	python = systemProgram(t, "python3")
+	python := systemProgram(t, "python3")
 	squat := exec.Command(python, "-c", `
 import socket, threading
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -510,7 +509,7 @@ for host, port in ports["udp"]:
 func TestOutboundOwnSocketsRefused(t *testing.T) {
 	python := userProgram(t, "python3")
 	requireUserns(t)
-	dir := t.TempDir()
+	dir := serverTempDir(t)
 	os.Chmod(dir, 0o777)
 	cmd := outCmd(t, nil, "--", python, "-c", ownSocketsProbe, dir)
 	stdout, stderr := new(lockedBuffer), new(lockedBuffer)

@@ -195,7 +195,7 @@ func TestJobControlUnderWrappers(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := serverTempDir(t)
 			portsFile := filepath.Join(dir, "ports.json")
 			server := []string{python, "-m", "http.server", "--directory", dir, "80"}
 			if tt.daemon {

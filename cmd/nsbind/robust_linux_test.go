@@ -190,7 +190,7 @@ func TestStalledStderrDoesNotStallRelay(t *testing.T) {
 // --ports-file is there before the server starts, with this run's ports
 // (not an earlier run's), and gone once nsbind exits.
 func TestPortsFileBeforeServerStarts(t *testing.T) {
-	pf := filepath.Join(t.TempDir(), "ports.json")
+	pf := filepath.Join(serverTempDir(t), "ports.json")
 	if err := os.WriteFile(pf, []byte("stale\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

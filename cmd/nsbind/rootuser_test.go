@@ -138,6 +138,17 @@ func serverUID() int {
 	return os.Getuid()
 }
 
+// serverGID is the host gid the server runs as without --root: nsbind's
+// own, or as root the sudo user's.
+func serverGID() int {
+	if os.Getuid() == 0 {
+		if gid, err := strconv.Atoi(os.Getenv("SUDO_GID")); err == nil {
+			return gid
+		}
+	}
+	return os.Getgid()
+}
+
 // serverTempDir is t.TempDir made readable by others: when root runs
 // nsbind, the server is another user, and reads the files the test puts
 // there.

@@ -40,6 +40,12 @@ func writePortsFile(path string, socks []nsutil.SocketConfig) (remove func(), er
 		return nil, fmt.Errorf("writing --ports-file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
+	// CreateTemp makes it 0600: as root the server is another user (the
+	// sudo user's), and reads it too. Ports are no secret (/proc/net).
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("writing --ports-file: %w", err)
+	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
 		return nil, fmt.Errorf("writing --ports-file: %w", err)
