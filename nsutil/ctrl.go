@@ -169,8 +169,11 @@ type HelperConfig struct {
 	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
 	// Veth, with --net=veth, is the helper's end of the veth pair.
 	Veth *VethConfig `json:"veth,omitempty"`
-	// Direct gives the server the host sockets at its bind (--direct).
-	Direct bool `json:"direct,omitempty"`
+	// Direct gives the server the published TCP host sockets at its bind
+	// (the native path, the default); DirectUDP the UDP ones too
+	// (--direct-udp). Without Direct every port is relayed.
+	Direct    bool `json:"direct,omitempty"`
+	DirectUDP bool `json:"direct_udp,omitempty"`
 	// CPUProfile, if set, is a file the helper writes a CPU profile to.
 	CPUProfile string `json:"cpu_profile,omitempty"`
 }
@@ -180,6 +183,25 @@ type SocketConfig struct {
 	Proto  string         `json:"proto"` // "tcp" or "udp"
 	Host   netip.AddrPort `json:"host"`
 	Inside uint16         `json:"inside"`
+	// Role is the socket's forward.Role on the native path: "" (listens),
+	// "catch-all" (listens, both families) or "family" (bound, not
+	// listening until the server gets it).
+	Role string `json:"role,omitempty"`
+	// Hidden: a socket nsbind does not print (the catch-all beside the
+	// addresses of a spec, the IPv4 socket of [::]).
+	Hidden bool `json:"hidden,omitempty"`
+}
+
+// Announced are the sockets nsbind prints, in order: all but the hidden
+// ones.
+func Announced(socks []SocketConfig) []SocketConfig {
+	out := make([]SocketConfig, 0, len(socks))
+	for _, s := range socks {
+		if !s.Hidden {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // OutboundConfig is what the helper needs to let programs inside reach

@@ -370,7 +370,7 @@ func TestDirectReusePortWorkers(t *testing.T) {
 // UDP: the server gets the host UDP socket and sees the client's own
 // address.
 func TestDirectUDP(t *testing.T) {
-	r := startNsbind(t, "--direct", "-p", "53:0/udp", "--", os.Args[0], "__server", "udpwhoami4", "53")
+	r := startNsbind(t, "--direct-udp", "-p", "53:0/udp", "--", os.Args[0], "__server", "udpwhoami4", "53")
 	host := r.addr(4)
 	r.waitOutput("listening on " + host.String())
 	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: loopback2.AsSlice()}, net.UDPAddrFromAddrPort(host))
@@ -428,7 +428,7 @@ func TestDirectUnavailable(t *testing.T) {
 			t.Fatalf("IPv%d: got %q", family, line)
 		}
 	}
-	if n := strings.Count(r.stderr.String(), "--direct is not available here"); n != 1 {
+	if n := strings.Count(r.stderr.String(), "(--direct) is not available here"); n != 1 {
 		t.Fatalf("said %d times that --direct is not available:\n%s", n, r.stderr.String())
 	}
 }

@@ -36,6 +36,8 @@ type runOptions struct {
 	subnets          []string
 	subnet4, subnet6 netip.Prefix
 	direct           bool
+	relay            bool
+	directUDP        bool
 	stats            bool
 }
 
@@ -78,7 +80,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
-	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
+	fs.BoolVar(&o.direct, "direct", true, "the native path (the default): the server gets the published TCP host sockets themselves when it binds their port, so it accepts its clients with no relay and sees their real addresses; --direct=false is --relay")
+	fs.BoolVar(&o.relay, "relay", false, "relay every published port through nsbind instead of the native path: the server binds inside and nsbind copies each connection (slower; for servers the native path does not suit)")
+	fs.BoolVar(&o.directUDP, "direct-udp", false, "the native path for UDP too: the server gets the host UDP socket itself; that socket can send to any address the host reaches, host loopback services included, past --to-host (so not with --isolated)")
 	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
@@ -127,12 +131,20 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: invalid --proxy-protocol %q: use v1 or v2\n", o.proxyProtocol)
 		return exitFailed
 	}
-	if o.direct && proxyVersion != 0 {
-		fmt.Fprintf(stderr, "nsbind: --direct and --proxy-protocol do not go together: with --direct the server accepts the clients itself and sees their real addresses, with no header; drop one of them\n")
+	direct, why := chooseDataPath(fs, &o, proxyVersion)
+	if direct && why != "" {
+		fmt.Fprintf(stderr, "nsbind: %s\n", why)
 		return exitFailed
 	}
-	if o.direct && o.net == netVeth {
-		fmt.Fprintf(stderr, "nsbind: --direct and --net=veth are two different data paths: choose one (--direct needs no privilege)\n")
+	if o.directUDP && !direct {
+		if why == "" {
+			why = "--relay (or --direct=false, --net=veth) turns off"
+		}
+		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path: %s\n", why)
+		return exitFailed
+	}
+	if o.directUDP && o.isolated {
+		fmt.Fprintf(stderr, "nsbind: --direct-udp and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --direct-udp (UDP is then relayed)\n")
 		return exitFailed
 	}
 	if err := checkNet(&o); err != nil {
@@ -151,6 +163,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: --udp-max-flows must be at least 1\n")
 		return exitFailed
 	}
+	if !direct && why != "" && !o.quiet {
+		fmt.Fprintf(stderr, "nsbind: relaying the published ports: %s\n", why)
+	}
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -158,12 +173,48 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,
 		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
-		Direct: o.direct, Stats: o.stats,
+		Direct: direct, DirectUDP: o.directUDP, Stats: o.stats,
 		CPUProfile: os.Getenv(profileEnv),
 		Logger:     logline.New(stderr, level),
 		Stderr:     stderr,
 		Describe:   describe,
 	})
+}
+
+// chooseDataPath decides between the native path and the relay. The native
+// path is the default; --relay or --direct=false choose the relay, and so
+// do flags only the relay can serve, with why (said once). When the native
+// path was asked for explicitly next to such a flag, direct is true and
+// why says the conflict.
+func chooseDataPath(fs *pflag.FlagSet, o *runOptions, proxyVersion int) (direct bool, why string) {
+	asked := fs.Changed("direct") && o.direct
+	if o.relay && asked {
+		return true, "--direct and --relay are the two data paths: choose one"
+	}
+	if o.relay || !o.direct {
+		return false, ""
+	}
+	switch {
+	case proxyVersion != 0:
+		why = "--proxy-protocol needs the relay to send the header (with the native path the server accepts the clients itself and sees their real addresses, with no header)"
+		if asked {
+			return true, "--direct and --proxy-protocol do not go together: " + why + "; drop one of them"
+		}
+	case o.net == netVeth:
+		// A data path of its own, with the relay beside it: nothing to say.
+		if asked {
+			return true, "--direct and --net=veth are two different data paths: choose one (--direct needs no privilege)"
+		}
+		return false, ""
+	case fs.Changed("source-address") && o.sourceAddress == "loopback":
+		why = "--source-address=loopback has the relay dial the server from loopback (with the native path the server sees the real clients)"
+		if asked {
+			return true, "--direct and --source-address=loopback do not go together: " + why
+		}
+	default:
+		return true, ""
+	}
+	return false, why
 }
 
 // profileEnv names a file the helper writes a CPU profile of the relays to

@@ -31,8 +31,11 @@ type Options struct {
 	// to let nsbind choose.
 	Veth             bool
 	Subnet4, Subnet6 netip.Prefix
-	Direct           bool
-	Stats            bool
+	// Direct is the native path for TCP (the default); DirectUDP for UDP
+	// too (--direct-udp).
+	Direct    bool
+	DirectUDP bool
+	Stats     bool
 	// CPUProfile is a file for the helper's CPU profile, if any.
 	CPUProfile string
 

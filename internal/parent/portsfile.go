@@ -21,7 +21,7 @@ type PortEntry struct {
 // sees the file sees all of it.
 func writePortsFile(path string, socks []nsutil.SocketConfig) error {
 	entries := make([]PortEntry, 0, len(socks))
-	for _, s := range socks {
+	for _, s := range nsutil.Announced(socks) {
 		entries = append(entries, PortEntry{Proto: s.Proto, InsidePort: s.Inside, HostIP: s.Host.Addr().String(), HostPort: s.Host.Port()})
 	}
 	b, err := json.MarshalIndent(entries, "", "  ")

@@ -124,6 +124,7 @@ func (r *run) plan() error {
 		UDPTimeout:     r.UDPTimeout,
 		UDPMaxFlows:    r.UDPMaxFlows,
 		Direct:         r.Direct && len(bindings) > 0,
+		DirectUDP:      r.Direct && r.DirectUDP,
 		CPUProfile:     r.CPUProfile,
 	}
 	return nil
@@ -144,12 +145,13 @@ func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 		return nil, fmt.Errorf("publishing %d host sockets needs about %d descriptors, but nsbind may open at most %d (ulimit -Hn): raise the hard limit, e.g. as root: prlimit --nofile=%d:%d -- nsbind run ..., or LimitNOFILE=%d in a systemd unit",
 			len(r.bindings), len(r.bindings)+fdSlack, lim.Cur, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024)
 	}
-	socks, err := forward.Bind(r.bindings, r.Logger)
+	socks, err := forward.Bind(r.bindings, r.cfg.Direct, r.Logger)
 	if err != nil {
 		return nil, err
 	}
 	for _, s := range socks {
-		r.cfg.Sockets = append(r.cfg.Sockets, nsutil.SocketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside})
+		r.cfg.Sockets = append(r.cfg.Sockets, nsutil.SocketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside,
+			Role: string(s.Role), Hidden: s.Hidden})
 	}
 	return socks, nil
 }

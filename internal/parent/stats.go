@@ -17,9 +17,43 @@ func (c statsCollector) add(m nsutil.Stats) {
 }
 
 // print writes one line per published host socket, in the order of the
-// start lines.
+// start lines. What a hidden socket counted (the catch-all of the native
+// path) is counted with the first printed socket of its port.
 func (c statsCollector) print(w io.Writer, sockets []nsutil.SocketConfig) {
+	type portKey struct {
+		proto        string
+		inside, host uint16
+	}
+	first := make(map[portKey]int)
 	for i, s := range sockets {
+		k := portKey{s.Proto, s.Inside, s.Host.Port()}
+		if _, ok := first[k]; !ok && !s.Hidden {
+			first[k] = i
+		}
+	}
+	for i, s := range sockets {
+		j, ok := first[portKey{s.Proto, s.Inside, s.Host.Port()}]
+		if !s.Hidden || !ok {
+			continue
+		}
+		h, hok := c[i]
+		p, pok := c[j]
+		if !hok || !pok {
+			continue
+		}
+		p.Conns += h.Conns
+		p.Active += h.Active
+		p.Failed += h.Failed
+		p.BytesIn += h.BytesIn
+		p.BytesOut += h.BytesOut
+		p.Datagrams += h.Datagrams
+		c[j] = p
+		delete(c, i)
+	}
+	for i, s := range sockets {
+		if s.Hidden {
+			continue
+		}
 		p, ok := c[i]
 		if !ok {
 			fmt.Fprintf(w, "nsbind: %s → :%d/%s: no counters (the helper did not send them)\n", s.Host, s.Inside, s.Proto)

@@ -118,7 +118,7 @@ func (r *run) take(m nsutil.Payload) {
 // file, once the server runs.
 func (r *run) announce() {
 	if !r.Quiet {
-		for _, c := range r.cfg.Sockets {
+		for _, c := range nsutil.Announced(r.cfg.Sockets) {
 			fmt.Fprintf(r.Stderr, "nsbind: %s → :%d/%s\n", c.Host, c.Inside, c.Proto)
 		}
 	}
