@@ -74,7 +74,7 @@ func TestBindFilter(t *testing.T) {
 	if !ok {
 		t.Skipf("no bind filter for %s", runtime.GOARCH)
 	}
-	prog, err := bindFilter()
+	prog, err := bindFilter(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,6 +206,7 @@ func TestBindListenerClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mine.Close()
+	SendTrapConfig(mine, false)
 	// A child that installs the filter and then waits to be killed.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD=wait")
@@ -401,6 +402,7 @@ func startBindChild(t *testing.T, mode string) *bindChildRun {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mine.Close() })
+	SendTrapConfig(mine, false)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// A race-enabled child would wait a second at exit for nothing.
 	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD="+mode, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")

@@ -193,6 +193,9 @@ http {
 	}
 	r := startNsbindIn(t, dir, prepare, "--direct", "-p", "80:0", "--", nginx,
 		"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", filepath.Join(dir, "nginx.conf"))
+	// A client that comes before nginx has bound both families waits on the
+	// catch-all and is relayed to it on the host: wait for both.
+	r.waitStderr(fmt.Sprintf("%s, %s → :80/tcp: native", r.addr(4), r.addr(6)))
 	for _, tt := range []struct {
 		from netip.Addr
 		to   netip.AddrPort

@@ -40,6 +40,10 @@ type director struct {
 	// only on sockets still Waiting, so never on one the server has.
 	mu    sync.Mutex
 	views *views
+	// rewrite and hostNetns serve the truthful getsockname
+	// (director_sockname_linux.go).
+	rewrite   map[uint16]uint16
+	hostNetns uint64 // the cookie of the host's network namespace
 }
 
 // newDirector takes the inherited host sockets (descriptors FirstFD on).
@@ -68,6 +72,10 @@ func newDirector(h *helper) *director {
 		d.logger.Error(what, "host", socks[i].Host, "err", err)
 	})
 	d.views = newViews(d)
+	d.rewrite = d.rewrites()
+	if len(d.fds) > 0 {
+		d.hostNetns, _ = netnsCookie(d.fds[0])
+	}
 	// UDP is relayed from the start unless --direct-udp: a UDP socket
 	// given to the server could send to any address the host reaches.
 	d.handovers.relayFixed()
@@ -116,6 +124,10 @@ func (d *director) disable(err error) {
 // the host socket the handovers decide on, any other continues inside.
 func (d *director) handle(c *nsutil.BindCall) {
 	l := d.listener
+	if c.Getsockname {
+		d.getsockname(c)
+		return
+	}
 	req, sfd, opts, ok := d.request(c)
 	if !ok {
 		return
