@@ -160,10 +160,15 @@ func (d *director) handle(c *nsutil.BindCall) {
 	if !known {
 		cloexec = false // keep it across exec, as a server that did not ask would
 	}
+	undoView := func() {}
+	if err == nil && dec.From != forward.Given {
+		undoView = d.views.start(i)
+	}
 	if err == nil {
 		err = l.Replace(c, d.fds[i], cloexec)
 	}
 	if err != nil {
+		undoView()
 		if family {
 			// Listening, it would take clients nobody accepts: shutdown
 			// of a listener stops it listening, and it stays bound.
@@ -184,9 +189,6 @@ func (d *director) handle(c *nsutil.BindCall) {
 	log.Debug("--direct: the server has the host socket", "proto", req.Proto, "host", d.cfg.Sockets[i].Host,
 		"why", dec.Why, "unmatched", unmatched, "cloexec", cloexec)
 	d.handovers.carryOut(dec, req.ReusePort)
-	if req.Proto == forward.TCP {
-		d.views.start(i)
-	}
 	if dec.From != forward.Given {
 		d.sayPath(i)
 	}

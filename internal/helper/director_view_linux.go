@@ -31,15 +31,25 @@ type viewKey struct {
 
 func newViews(d *director) *views { return &views{d: d, on: make(map[viewKey]bool)} }
 
-// start starts the views of the families host socket i takes, now that
-// the server has it.
-func (v *views) start(i int) {
+// start starts the views of the families host socket i takes, before
+// the server gets it (so that they listen when the server's bind returns),
+// and returns the function that stops them again, for a handover that
+// failed.
+func (v *views) start(i int) (undo func()) {
 	d := v.d
 	h := d.handovers.h
 	s := h.Socket(i)
 	pool := d.out.hostPool()
-	if pool == nil {
-		return
+	var started []viewKey
+	ctx, cancel := context.WithCancel(d.ctx)
+	undo = func() {
+		cancel()
+		for _, k := range started {
+			delete(v.on, k)
+		}
+	}
+	if pool == nil || s.Proto != forward.TCP {
+		return undo
 	}
 	var fours []bool
 	a := s.Host.Addr()
@@ -64,17 +74,19 @@ func (v *views) start(i int) {
 		}
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(false) // the relay splices; MPTCP sockets cannot
-		ln, err := lc.Listen(d.ctx, network, at.String())
+		ln, err := lc.Listen(ctx, network, at.String())
 		if err != nil {
 			d.logger.Debug("no inside view of the server's host socket", "at", at, "err", err)
 			continue
 		}
 		v.on[k] = true
+		started = append(started, k)
 		r := &forward.TCPRelay{Port: s.Host.Port(), Dialer: dialer, Wait: d.cfg.ConnectTimeout, Logger: d.logger, Stats: d.stats[i]}
 		tl := ln.(*net.TCPListener)
 		d.logger.Debug("inside view of the server's host socket", "at", at, "host", s.Host)
-		d.serve(d.ctx, d.cfg.Sockets[i], func(ctx context.Context) error { return r.Serve(ctx, tl) })
+		d.serve(ctx, d.cfg.Sockets[i], func(ctx context.Context) error { return r.Serve(ctx, tl) })
 	}
+	return undo
 }
 
 // targets are the host addresses that reach the server's sockets of group,
