@@ -312,6 +312,9 @@ type PortStats struct {
 	BytesIn   int64 `json:"in,omitempty"`
 	BytesOut  int64 `json:"out,omitempty"`
 	Datagrams int64 `json:"dgrams,omitempty"`
+	// Native counts the connections of Conns that the server accepted
+	// itself on the native path (the parent fills it in).
+	Native int64 `json:"native,omitempty"`
 }
 
 // Exit: the server ended with Code (128+N for signal N), of Signal.

@@ -36,7 +36,7 @@ type run struct {
 
 // Run does the parent's part of a run and returns nsbind's exit status.
 func Run(o Options) int {
-	r := &run{Options: o, result: -1, stats: statsCollector{}}
+	r := &run{Options: o, result: -1}
 	// Nothing starts before the specs and the command are known good.
 	if err := r.plan(); err != nil {
 		return r.fail(err)
@@ -48,6 +48,9 @@ func Run(o Options) int {
 		return r.fail(err)
 	}
 	defer forward.CloseAll(socks)
+	if r.Stats && r.cfg.Direct {
+		r.stats.primeNative(r.cfg.Sockets)
+	}
 	if r.Veth {
 		if err := r.prepareVeth(); err != nil {
 			return r.fail(err)
@@ -78,6 +81,10 @@ func Run(o Options) int {
 	ctx, stopHostRelays := context.WithCancel(context.Background())
 	defer stopHostRelays()
 	r.relays = newHostRelays(ctx, r.h.Ctrl, r.cfg, r.Logger)
+	r.stats.relays = r.relays
+	if r.Stats && r.cfg.Direct {
+		r.stats.countNative(ctx)
+	}
 	return r.watch(sigs)
 }
 
