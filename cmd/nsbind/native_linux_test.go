@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -350,5 +351,34 @@ func TestRelayFlag(t *testing.T) {
 				t.Errorf("with %s the server holds a host socket", flag)
 			}
 		})
+	}
+}
+
+// --stats on the native path counts the connections the server accepted
+// itself (seen in the host's socket table) and those relayed on the host
+// (here the IPv6 clients of an IPv4-only server).
+func TestNativeStats(t *testing.T) {
+	r := startNsbind(t, "--direct", "--stats", "-p", "7:0", "--", os.Args[0], "__server", "shape", "3", "7")
+	r.waitOutput("listening")
+	for range 3 {
+		dialLine(t, loopback2, r.addr(4))
+	}
+	for range 2 {
+		dialLine(t, netip.IPv6Loopback(), r.addr(6))
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	r.wait(15 * time.Second)
+	stderr := r.stderr.String()
+	total := 0
+	for _, line := range strings.Split(stderr, "\n") {
+		var n int
+		if _, after, ok := strings.Cut(line, "/tcp: "); ok {
+			if _, err := fmt.Sscanf(after, "%d connection", &n); err == nil {
+				total += n
+			}
+		}
+	}
+	if total != 5 || !strings.Contains(stderr, "(3 accepted by the server itself") {
+		t.Errorf("want 5 connections, 3 of them accepted by the server itself:\n%s", stderr)
 	}
 }
