@@ -340,8 +340,11 @@ func bindNative(group []Binding, logger *slog.Logger) ([]HostSocket, error) {
 	ca := b0
 	ca.Host = netip.AddrPortFrom(catchAll, b0.Host.Port())
 	fd, port, err := bindRaw(ca.Host, false, onLo, false)
-	if err != nil && b0.Default && unavailable(err) {
-		logger.Debug("no IPv6 on this host: plain IPv4 loopback sockets", "spec", b0.Spec.String(), "err", err)
+	if err != nil && b0.Default && (unavailable(err) || errors.Is(err, unix.EPERM)) {
+		// No IPv6 on this host, or a kernel before 5.7 that wants
+		// CAP_NET_RAW for SO_BINDTODEVICE: a socket per address, as for
+		// the relay; the server gets the one of its family.
+		logger.Debug("no catch-all on lo: a host socket per loopback address", "spec", b0.Spec.String(), "err", err)
 		return bindGroup(group, logger)
 	}
 	if err != nil {

@@ -57,6 +57,11 @@ Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the serve
     53:5353/udp          UDP (/tcp is the default)
     8000-8009:18000-18009  ranges of equal length, port by port
 
+TCP ports take the native path: when the server binds its port, it gets the
+host socket itself (both loopback families), accepts its clients with no relay
+and sees their real addresses. --relay relays instead; UDP is relayed unless
+--direct-udp.
+
 Flags:
 `
 

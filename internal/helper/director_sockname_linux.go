@@ -29,11 +29,14 @@ import (
 // knows one by its .go.buildinfo section). A program that a script or a
 // non-Go launcher starts is trapped as its launcher is.
 
-// rewrites maps the host ports of published sockets to their inside ports,
-// where they differ.
+// rewrites maps the host ports of published sockets the server may get
+// (TCP; UDP with --direct-udp) to their inside ports, where they differ.
 func (d *director) rewrites() map[uint16]uint16 {
 	m := make(map[uint16]uint16)
-	for _, sc := range d.cfg.Sockets {
+	for i, sc := range d.cfg.Sockets {
+		if d.handovers.h.Socket(i).Fixed {
+			continue
+		}
 		if p := sc.Host.Port(); p != sc.Inside && p != 0 {
 			m[p] = sc.Inside
 		}

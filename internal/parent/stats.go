@@ -17,8 +17,11 @@ import (
 // itself, which only the kernel's socket table shows (forward.AcceptCounter,
 // polled while the run lasts).
 type statsCollector struct {
-	ports  map[int]nsutil.PortStats
-	relays *hostRelays
+	ports map[int]nsutil.PortStats
+	// relays are the parent's host relays (hostrelays_linux.go).
+	relays interface {
+		counters() map[int]*forward.Stats
+	}
 
 	mu      sync.Mutex
 	counter *forward.AcceptCounter
