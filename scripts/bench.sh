@@ -8,6 +8,7 @@
 #   scripts/bench.sh --native        the native path (the default) against server
 #                                    socket shapes 1-3 from 127.0.0.1 and ::1
 #                                    clients, and pgbench, side by side with direct
+#   scripts/bench.sh --pgbench       only the pgbench part of --native
 #
 # Every mode serves the same server (scripts/benchserver: HTTP "hello" + UDP
 # echo, and iperf3) on loopback; the modes are interleaved round by round and
@@ -16,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 dur=3 peers=0 native=0
+rounds=3 dur=3 peers=0 native=0 shapes=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) rounds=$2; shift 2 ;;
@@ -24,7 +25,8 @@ while [ $# -gt 0 ]; do
     --peers) peers=1; shift ;;
     --quick) rounds=1 dur=1; shift ;;
     --native) native=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --pgbench) native=1 shapes=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -172,8 +174,9 @@ import json,sys
 e=json.load(sys.stdin)["end"]
 print("%.2f" % (e["sum_received"]["bits_per_second"]/1e9))'
   }
-  say "native path: shapes 1 2 3, clients of 127.0.0.1 and ::1; $rounds rounds of ${dur}s"
+  [ "$shapes" = 1 ] && say "native path: shapes 1 2 3, clients of 127.0.0.1 and ::1; $rounds rounds of ${dur}s"
   for round in $(seq "$rounds"); do
+    [ "$shapes" = 1 ] || break
     for shape in 1 2 3; do
       for m in "${nmodes[@]}"; do
         say "round $round: shape $shape, $m"
@@ -196,40 +199,54 @@ print("%.2f" % (e["sum_received"]["bits_per_second"]/1e9))'
   if [ -n "$pgbin" ] && id "$pguser" >/dev/null 2>&1; then
     pgdir=$work/pg
     mkdir -p "$pgdir" && chown "$pguser" "$pgdir"
-    asuser() { if [ "$(id -u)" = 0 ]; then runuser -u "$pguser" -- "$@"; else "$@"; fi; }
+    # setpriv execs (runuser forks, and would stand between the script and
+    # the process it stops).
+    asuser() {
+      if [ "$(id -u)" = 0 ]; then
+        setpriv --reuid="$pguser" --regid="$(id -g "$pguser")" --init-groups env HOME=/tmp "$@"
+      else "$@"; fi
+    }
+    # asuser_exec is asuser in a background subshell: it becomes the process.
+    asuser_exec() {
+      if [ "$(id -u)" = 0 ]; then
+        exec setpriv --reuid="$pguser" --regid="$(id -g "$pguser")" --init-groups env HOME=/tmp "$@"
+      else exec "$@"; fi
+    }
     asuser "$pgbin/initdb" -D "$pgdir/data" -A trust -U "$pguser" >/dev/null
-    pgstart() { # MODE → PGP, SERVER_PID
+    pgstart() { # MODE → PGP, SERVER_PID; false when postgres does not answer
       MODE=$1 PGP=$(free_port)
       local opts=(-c "listen_addresses=*" -c "unix_socket_directories=$pgdir" -c max_connections=50)
       if [ "$1" = direct ]; then
-        asuser setsid "$pgbin/postgres" -D "$pgdir/data" -p "$PGP" "${opts[@]}" >/dev/null 2>&1 &
+        asuser_exec "$pgbin/postgres" -D "$pgdir/data" -p "$PGP" "${opts[@]}" >>"$pgdir/log" 2>&1 &
       else
-        asuser "$nsbind" run -q -p "5432:$PGP" -- "$pgbin/postgres" -D "$pgdir/data" -p 5432 "${opts[@]}" >/dev/null 2>&1 &
+        asuser_exec "$nsbind" run -q -p "5432:$PGP" -- "$pgbin/postgres" -D "$pgdir/data" -p 5432 "${opts[@]}" >>"$pgdir/log" 2>&1 &
       fi
       SERVER_PID=$!
       pids+=("$SERVER_PID")
-      for _ in $(seq 1000); do
+      for _ in $(seq 2000); do
         "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$PGP" && return 0
         sleep 0.01
       done
-      echo "bench.sh: postgres does not answer on $PGP" >&2; return 1
+      echo "bench.sh: postgres does not answer on $PGP:" >&2; tail -5 "$pgdir/log" >&2; return 1
     }
-    pgstop() {
-      if [ "$MODE" = direct ]; then
-        pkill -TERM -P "$SERVER_PID" 2>/dev/null || true
-      fi
+    pgstop() { # a fast shutdown (SIGINT), waited for: the next start needs the data directory
+      kill -INT "$SERVER_PID" 2>/dev/null || true   # postgres, or nsbind, which passes it on
+      for _ in $(seq 2000); do [ -e "$pgdir/data/postmaster.pid" ] || break; sleep 0.01; done
       stop_mode
     }
-    pgstart direct
-    asuser "$pgbin/pgbench" -q -i -s 10 -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres >/dev/null 2>&1
+    pgstart direct || true
+    asuser "$pgbin/pgbench" -q -i -s 10 -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres >/dev/null 2>&1 || true
     pgstop
     say "pgbench select-only, 8 clients; $rounds rounds of ${dur}s"
     for round in $(seq "$rounds"); do
       for m in "${nmodes[@]}"; do
         say "round $round: pgbench, $m"
-        pgstart "$m"
-        add pg_tps "$m" "$(asuser "$pgbin/pgbench" -S -c 8 -j 2 -T "$dur" -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres 2>/dev/null |
-          awk '/^tps = /{printf "%.0f\n", $3; exit}')"
+        if pgstart "$m"; then
+          add pg_tps "$m" "$(asuser "$pgbin/pgbench" -S -c 8 -j 2 -T "$dur" -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres 2>/dev/null |
+            awk '/^tps = /{printf "%.0f\n", $3; exit}')"
+        else
+          add pg_tps "$m" failed
+        fi
         pgstop
       done
     done
