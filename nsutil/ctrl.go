@@ -18,8 +18,8 @@ package nsutil
 //	nsbind was continued           parent  helper  continue    Continue     -
 //	outbound: the pool runs low    helper  parent  want        WantSockets  -
 //	answer to want                 parent  helper  sockets     Sockets      up to MaxFiles unconnected host sockets
-//	--direct: relay on the host    helper  parent  relay       Relay        the host socket to relay
-//	--direct: the server binds it  helper  parent  unrelay     Unrelay      -
+//	native: relay on the host      helper  parent  relay       Relay        the host socket to relay
+//	native: the server binds it    helper  parent  unrelay     Unrelay      -
 //	answer to unrelay              parent  helper  unrelayed   Unrelayed    -
 //	the server ended               helper  parent  stats       Stats        -   (one per StatsPerMsg sockets)
 //	the server ended, last         helper  parent  exit        Exit         -
