@@ -378,7 +378,7 @@ func TestDirectReusePortWorkers(t *testing.T) {
 // UDP: the server gets the host UDP socket and sees the client's own
 // address.
 func TestDirectUDP(t *testing.T) {
-	r := startNsbind(t, "--direct-udp", "-p", "53:0/udp", "--", os.Args[0], "__server", "udpwhoami4", "53")
+	r := startNsbind(t, "--direct", "--direct-udp", "-p", "53:0/udp", "--", os.Args[0], "__server", "udpwhoami4", "53")
 	host := r.addr(4)
 	r.waitOutput("listening on " + host.String())
 	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: loopback2.AsSlice()}, net.UDPAddrFromAddrPort(host))

@@ -143,9 +143,9 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.directUDP && !direct {
 		if why == "" {
-			why = "--relay (or --direct=false, --net=veth) turns off"
+			why = "--relay (or --direct=false, --net=veth) turns it off"
 		}
-		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path: %s\n", why)
+		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path, but %s\n", why)
 		return exitFailed
 	}
 	if o.directUDP && o.isolated {
