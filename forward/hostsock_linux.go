@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -300,4 +301,172 @@ func connectHostFile(ctx context.Context, f *os.File, dst netip.AddrPort) error 
 		return err
 	}
 	return cerr
+}
+
+// bindNative binds the host sockets of one published TCP port on the
+// native path: the catch-all first, without SO_REUSEPORT, so a port taken
+// on any address of the spec fails here (EADDRINUSE) as it would for a
+// plain listener; then SO_REUSEPORT on it, so the family sockets can bind
+// beside it. Only the catch-all listens. Another process of the same user
+// with SO_REUSEPORT could still bind the port beside them afterwards (the
+// kernel allows what one user does with its own sockets); a process
+// without it, or another nsbind, cannot. A spec of one IPv6 address gets
+// one plain socket (only its family has a socket to give). Where the host
+// has no IPv6 at all the default spec falls back to plain sockets.
+func bindNative(group []Binding, logger *slog.Logger) ([]HostSocket, error) {
+	b0 := group[0]
+	host := b0.Host.Addr()
+	var (
+		catchAll netip.Addr
+		onLo     bool
+		families []Binding
+		hidden   bool // the catch-all is not printed
+	)
+	switch {
+	case b0.Default:
+		catchAll, onLo, hidden = netip.IPv6Unspecified(), true, true
+		families = group
+	case host.Is4():
+		catchAll, hidden = netip.AddrFrom16(host.As16()), true
+		families = []Binding{b0}
+	case host.IsUnspecified():
+		catchAll = netip.IPv6Unspecified()
+		v4 := b0
+		v4.Host = netip.AddrPortFrom(netip.IPv4Unspecified(), b0.Host.Port())
+		families = []Binding{v4}
+	default:
+		return bindGroup(group, logger)
+	}
+	ca := b0
+	ca.Host = netip.AddrPortFrom(catchAll, b0.Host.Port())
+	fd, port, err := bindRaw(ca.Host, false, onLo, false)
+	if err != nil && b0.Default && (unavailable(err) || errors.Is(err, unix.EPERM)) {
+		// No IPv6 on this host, or a kernel before 5.7 that wants
+		// CAP_NET_RAW for SO_BINDTODEVICE: a socket per address, as for
+		// the relay; the server gets the one of its family.
+		logger.Debug("no catch-all on lo: a host socket per loopback address", "spec", b0.Spec.String(), "err", err)
+		return bindGroup(group, logger)
+	}
+	if err != nil {
+		return nil, &BindError{Binding: b0, Err: err}
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err == nil {
+		err = unix.Listen(fd, unix.SOMAXCONN)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, &BindError{Binding: b0, Err: err}
+	}
+	ca.Host = netip.AddrPortFrom(catchAll, port)
+	out := []HostSocket{{Binding: ca, Addr: ca.Host, File: os.NewFile(uintptr(fd), ca.Host.String()), Role: RoleCatchAll, Hidden: hidden}}
+	for _, b := range families {
+		b.Host = netip.AddrPortFrom(b.Host.Addr(), port)
+		fd, _, err := bindRaw(b.Host, true, false, true)
+		if err != nil && b.Default && b.Host.Addr().Is6() && unavailable(err) {
+			logger.Debug("IPv6 loopback not available: its clients come through the catch-all", "spec", b.Spec.String(), "err", err)
+			continue
+		}
+		if err != nil {
+			CloseAll(out)
+			return nil, &BindError{Binding: b, Err: err}
+		}
+		out = append(out, HostSocket{Binding: b, Addr: b.Host, File: os.NewFile(uintptr(fd), b.Host.String()),
+			Role: RoleFamily, Hidden: !hidden})
+	}
+	return out, nil
+}
+
+// bindRaw binds a non-blocking TCP socket of ap's family (AF_INET6 for a
+// v4-mapped address, not IPv6-only) to ap, with SO_REUSEPORT if reusePort
+// (before the bind), on lo only if onLo, IPv6-only if v6only; it does not
+// listen. It returns the socket and the bound port.
+func bindRaw(ap netip.AddrPort, reusePort, onLo, v6only bool) (int, uint16, error) {
+	a := ap.Addr()
+	family := unix.AF_INET6
+	if a.Is4() {
+		family = unix.AF_INET
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, err
+	}
+	fail := func(err error) (int, uint16, error) {
+		unix.Close(fd)
+		return -1, 0, err
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(v6only)); err != nil {
+			return fail(err)
+		}
+	}
+	// SO_REUSEADDR lets the port be bound while connections of an earlier
+	// run are in TIME_WAIT, as Go's listeners do; a port the kernel picks
+	// needs none (see bindOne).
+	if ap.Port() != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return fail(err)
+		}
+	}
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return fail(err)
+		}
+	}
+	if onLo {
+		// Allowed without CAP_NET_RAW since Linux 5.7, before a device
+		// is set (fact 11 of DESIGN.md).
+		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "lo"); err != nil {
+			return fail(fmt.Errorf("binding to lo: %w", err))
+		}
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(ap.Port())}
+	} else {
+		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(ap.Port())}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fail(err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail(err)
+	}
+	var port int
+	switch s := got.(type) {
+	case *unix.SockaddrInet4:
+		port = s.Port
+	case *unix.SockaddrInet6:
+		port = s.Port
+	}
+	return fd, uint16(port), nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// HostDialer dials the host through unconnected host sockets of Pool:
+// To4 for clients of IPv4, To6 for those of IPv6, the other where one is
+// not valid. The inside view of the native path relays with it to the host
+// socket the server has.
+type HostDialer struct {
+	Pool     *SocketPool
+	To4, To6 netip.Addr
+}
+
+// DialTCP implements Dialer.
+func (d HostDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	to := d.To4
+	if (client.Addr().Unmap().Is6() && d.To6.IsValid()) || !to.IsValid() {
+		to = d.To6
+	}
+	f, err := d.Pool.Get(ctx, KindFor(TCP, to))
+	if err != nil {
+		return nil, err
+	}
+	return connectHostTCP(ctx, f, netip.AddrPortFrom(to, port))
 }

@@ -18,7 +18,37 @@ type HostSocket struct {
 	Addr netip.AddrPort
 	// File is the socket, to hand to the helper.
 	File *os.File
+	// Role is what the socket does on the native path.
+	Role Role
+	// Hidden: not an address nsbind prints (the catch-all of the default
+	// loopback spec, the IPv4 family socket of [::]).
+	Hidden bool
 }
+
+// Role is what a host socket does on the native path (BindNative).
+type Role string
+
+// The roles of host sockets.
+const (
+	// RolePlain listens from the start: every socket of the relay, UDP
+	// sockets, the socket of one IPv6 address.
+	RolePlain Role = ""
+	// RoleCatchAll is an AF_INET6 socket, not IPv6-only, that listens from
+	// the start and takes the clients of every family no family socket
+	// takes: [::] on lo for the default loopback spec (fact 11 of
+	// DESIGN.md: 127.0.0.1 and ::1 clients and nobody else), [::] for
+	// [::], [::ffff:A] for an IPv4 address A (0.0.0.0 included). A
+	// dual-stack server gets it whole.
+	RoleCatchAll Role = "catch-all"
+	// RoleFamily is a socket of one family (AF_INET, or AF_INET6 with
+	// IPV6_V6ONLY) bound to the catch-all's port with SO_REUSEPORT but not
+	// listening, so it gets no client. When the server binds that family
+	// it listens and is given to the server: the kernel's lookup prefers a
+	// listener on the exact address, and an AF_INET one over an AF_INET6
+	// one on the wildcard, so it takes its family from the catch-all,
+	// which keeps the clients queued on it and the other family.
+	RoleFamily Role = "family"
+)
 
 // Close closes the socket.
 func (h HostSocket) Close() error { return h.File.Close() }
@@ -48,22 +78,31 @@ const ephemeralTries = 20
 // host lacks (no ::1 where IPv6 is off) is skipped with a debug line. When a
 // spec asks the kernel for a port (port 0) on both default loopback
 // addresses, both get the same port. On error nothing stays bound.
-func Bind(bs []Binding, logger *slog.Logger) ([]HostSocket, error) {
+//
+// With native, the TCP bindings of each spec and inside port get the
+// sockets of the native path instead (bindNative): a catch-all and family
+// sockets beside it.
+func Bind(bs []Binding, native bool, logger *slog.Logger) ([]HostSocket, error) {
 	var out []HostSocket
 	fail := func(err error) ([]HostSocket, error) {
 		CloseAll(out)
 		return nil, err
 	}
 	for i := 0; i < len(bs); {
-		// A group is the bindings of one spec and inside port that let
-		// the kernel choose the port: they must share the chosen port.
+		// A group is the bindings of one spec and inside port: the
+		// addresses of one published port, which share the port the
+		// kernel chooses for port 0.
 		j := i + 1
-		if bs[i].Host.Port() == 0 {
-			for j < len(bs) && bs[j].Host.Port() == 0 && bs[j].Spec == bs[i].Spec && bs[j].Inside == bs[i].Inside {
-				j++
-			}
+		for j < len(bs) && bs[j].Spec == bs[i].Spec && bs[j].Inside == bs[i].Inside && bs[j].Proto == bs[i].Proto {
+			j++
 		}
-		group, err := bindGroup(bs[i:j], logger)
+		var group []HostSocket
+		var err error
+		if native && bs[i].Proto == TCP {
+			group, err = bindNative(bs[i:j], logger)
+		} else {
+			group, err = bindGroup(bs[i:j], logger)
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -19,8 +19,8 @@ package nsutil
 //	nsbind was continued           parent  helper  continue    Continue     -
 //	outbound: the pool runs low    helper  parent  want        WantSockets  -
 //	answer to want                 parent  helper  sockets     Sockets      up to MaxFiles unconnected host sockets
-//	--direct: relay on the host    helper  parent  relay       Relay        the host socket to relay
-//	--direct: the server binds it  helper  parent  unrelay     Unrelay      -
+//	native: relay on the host      helper  parent  relay       Relay        the host socket to relay
+//	native: the server binds it    helper  parent  unrelay     Unrelay      -
 //	answer to unrelay              parent  helper  unrelayed   Unrelayed    -
 //	the server ended               helper  parent  stats       Stats        -   (one per StatsPerMsg sockets)
 //	the server ended, last         helper  parent  exit        Exit         -
@@ -220,8 +220,11 @@ type HelperConfig struct {
 	UDPMaxFlows int           `json:"udp_max_flows,omitempty"`
 	// Veth, with --net=veth, is the helper's end of the veth pair.
 	Veth *VethConfig `json:"veth,omitempty"`
-	// Direct gives the server the host sockets at its bind (--direct).
-	Direct bool `json:"direct,omitempty"`
+	// Direct gives the server the published TCP host sockets at its bind
+	// (the native path, the default); DirectUDP the UDP ones too
+	// (--direct-udp). Without Direct every port is relayed.
+	Direct    bool `json:"direct,omitempty"`
+	DirectUDP bool `json:"direct_udp,omitempty"`
 	// SocketActivation hands the server the host sockets at descriptors
 	// 3.. with LISTEN_FDS (--socket-activation): no relay, no bind filter.
 	SocketActivation bool `json:"socket_activation,omitempty"`
@@ -249,6 +252,25 @@ type SocketConfig struct {
 	Proto  string         `json:"proto"` // "tcp" or "udp"
 	Host   netip.AddrPort `json:"host"`
 	Inside uint16         `json:"inside"`
+	// Role is the socket's forward.Role on the native path: "" (listens),
+	// "catch-all" (listens, both families) or "family" (bound, not
+	// listening until the server gets it).
+	Role string `json:"role,omitempty"`
+	// Hidden: a socket nsbind does not print (the catch-all beside the
+	// addresses of a spec, the IPv4 socket of [::]).
+	Hidden bool `json:"hidden,omitempty"`
+}
+
+// Announced are the sockets nsbind prints, in order: all but the hidden
+// ones.
+func Announced(socks []SocketConfig) []SocketConfig {
+	out := make([]SocketConfig, 0, len(socks))
+	for _, s := range socks {
+		if !s.Hidden {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // OutboundConfig is what the helper needs to let programs inside reach
@@ -371,6 +393,9 @@ type PortStats struct {
 	BytesIn   int64 `json:"in,omitempty"`
 	BytesOut  int64 `json:"out,omitempty"`
 	Datagrams int64 `json:"dgrams,omitempty"`
+	// Native counts the connections of Conns that the server accepted
+	// itself on the native path (the parent fills it in).
+	Native int64 `json:"native,omitempty"`
 }
 
 // Exit: the server ended with Code (128+N for signal N), of Signal.

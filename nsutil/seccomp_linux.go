@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -84,10 +85,11 @@ func bindArch() (uint32, bool) {
 }
 
 // bindFilter is the classic BPF program of the exec step: bind(2) of the
-// native ABI goes to the listener, every other call is allowed. x32 calls
-// on x86_64 carry the same architecture but numbers above 0x40000000, so
-// they are allowed too (and bind inside as usual).
-func bindFilter() ([]unix.SockFilter, error) {
+// native ABI goes to the listener, and getsockname(2) too with
+// getsockname; every other call is allowed. x32 calls on x86_64 carry the
+// same architecture but numbers above 0x40000000, so they are allowed too
+// (and bind inside as usual).
+func bindFilter(getsockname bool) ([]unix.SockFilter, error) {
 	arch, ok := bindArch()
 	if !ok {
 		return nil, fmt.Errorf("no bind filter for %s", runtime.GOARCH)
@@ -96,22 +98,34 @@ func bindFilter() ([]unix.SockFilter, error) {
 		offNr   = uint32(unsafe.Offsetof(seccompData{}.Nr))
 		offArch = uint32(unsafe.Offsetof(seccompData{}.Arch))
 	)
-	raw, err := bpf.Assemble([]bpf.Instruction{
+	prog := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: offArch, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: arch, SkipTrue: 3},
 		bpf.LoadAbsolute{Off: offNr, Size: 4},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(unix.SYS_BIND), SkipTrue: 1},
 		bpf.RetConstant{Val: unix.SECCOMP_RET_USER_NOTIF},
 		bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
-	})
+	}
+	if getsockname {
+		prog = []bpf.Instruction{
+			bpf.LoadAbsolute{Off: offArch, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: arch, SkipTrue: 4},
+			bpf.LoadAbsolute{Off: offNr, Size: 4},
+			bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(unix.SYS_BIND), SkipTrue: 1},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(unix.SYS_GETSOCKNAME), SkipTrue: 1},
+			bpf.RetConstant{Val: unix.SECCOMP_RET_USER_NOTIF},
+			bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW},
+		}
+	}
+	raw, err := bpf.Assemble(prog)
 	if err != nil {
 		return nil, fmt.Errorf("assembling the bind filter: %w", err)
 	}
-	prog := make([]unix.SockFilter, len(raw))
+	out := make([]unix.SockFilter, len(raw))
 	for i, r := range raw {
-		prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+		out[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
-	return prog, nil
+	return out, nil
 }
 
 // installBindFilter installs the bind filter on the calling thread and
@@ -119,8 +133,8 @@ func bindFilter() ([]unix.SockFilter, error) {
 // installs it and is inherited by execve and by every child, so installing
 // it on the locked thread that then execs is enough: the process's other
 // threads end at execve (no SECCOMP_FILTER_FLAG_TSYNC needed).
-func installBindFilter() (int, error) {
-	prog, err := bindFilter()
+func installBindFilter(getsockname bool) (int, error) {
+	prog, err := bindFilter(getsockname)
 	if err != nil {
 		return -1, err
 	}
@@ -154,19 +168,50 @@ func installBindFilter() (int, error) {
 	return fd, nil
 }
 
+// trapWait bounds how long the exec step waits for the helper's word on
+// what to trap (SendTrapConfig), which the helper sends before it starts
+// the exec step.
+const trapWait = 5 * time.Second
+
 // sendBindListener is the exec step's part of --direct, on the thread that
-// execs: it installs the bind filter and sends its listener on sock, or,
-// when it cannot, the reason as text, so the helper relays instead. Both
-// descriptors are close-on-exec: the server gets neither.
+// execs: it reads what to trap from sock (SendTrapConfig), installs the
+// bind filter and sends its listener on sock, or, when it cannot, the
+// reason as text, so the helper relays instead. Both descriptors are
+// close-on-exec: the server gets neither.
 func sendBindListener(sock int) {
 	defer unix.Close(sock)
-	fd, err := installBindFilter()
+	getsockname := false
+	pfd := []unix.PollFd{{Fd: int32(sock), Events: unix.POLLIN}}
+	if n, err := unix.Poll(pfd, int(trapWait/time.Millisecond)); err == nil && n == 1 {
+		var b [1]byte
+		if n, _, err := unix.Recvfrom(sock, b[:], 0); err == nil && n == 1 {
+			getsockname = b[0]&trapGetsockname != 0
+		}
+	}
+	fd, err := installBindFilter(getsockname)
 	if err != nil {
 		unix.Sendmsg(sock, []byte(err.Error()), nil, nil, 0)
 		return
 	}
 	defer unix.Close(fd)
 	unix.Sendmsg(sock, []byte{0}, unix.UnixRights(fd), nil, 0)
+}
+
+// trapGetsockname is the flag of SendTrapConfig's byte that asks for
+// getsockname(2) to be trapped too.
+const trapGetsockname = 1
+
+// SendTrapConfig tells the exec step, on the helper's end of the bind
+// notification pair, whether its filter traps getsockname(2) as well as
+// bind(2): for a truthful getsockname of the host sockets the server gets
+// (AnswerGetsockname). Send it before the exec step starts.
+func SendTrapConfig(mine *os.File, getsockname bool) error {
+	var b byte
+	if getsockname {
+		b |= trapGetsockname
+	}
+	_, err := mine.Write([]byte{b})
+	return err
 }
 
 // BindListener receives the server's bind(2) calls (the listener of the
@@ -247,6 +292,11 @@ type BindCall struct {
 	// (nil when it could not be read; ReadErr then says why).
 	Sockaddr []byte
 	ReadErr  error
+	// Getsockname: the call is getsockname(2), not bind (with
+	// SendTrapConfig); it has no Sockaddr.
+	Getsockname bool
+	// addr and addrlen are getsockname's pointers into the server.
+	addr, addrlen uint64
 }
 
 // maxSockaddr is sizeof(struct sockaddr_storage): the kernel reads no more.
@@ -285,6 +335,10 @@ func (l *BindListener) Next() (*BindCall, error) {
 			return nil, l.closed(fmt.Errorf("receiving a bind: %w", err))
 		}
 		c := &BindCall{id: n.ID, Pid: int(n.Pid), FD: int(int32(n.Data.Args[0]))}
+		if n.Data.Nr == int32(unix.SYS_GETSOCKNAME) && n.Data.Arch == l.arch {
+			c.Getsockname, c.addr, c.addrlen = true, n.Data.Args[1], n.Data.Args[2]
+			return c, nil
+		}
 		if n.Data.Nr != int32(unix.SYS_BIND) || n.Data.Arch != l.arch {
 			l.Continue(c) // not ours to judge
 			continue
@@ -421,6 +475,44 @@ func (l *BindListener) Replace(c *BindCall, sock int, cloexec bool) error {
 		return fmt.Errorf("giving the server the host socket: %w", err)
 	}
 	return l.Succeed(c)
+}
+
+// AnswerGetsockname answers getsockname call c with sa, a raw sockaddr,
+// as the kernel does: at most the caller's *addrlen bytes of it, and its
+// full length in *addrlen.
+func (l *BindListener) AnswerGetsockname(c *BindCall, sa []byte) error {
+	lb, err := l.read(c.Pid, c.addrlen, 4)
+	if err != nil {
+		return err
+	}
+	n := min(int(binary.NativeEndian.Uint32(lb)), len(sa))
+	if n < 0 {
+		return l.Fail(c, unix.EINVAL)
+	}
+	if n > 0 {
+		if err := l.write(c.Pid, c.addr, sa[:n]); err != nil {
+			return err
+		}
+	}
+	binary.NativeEndian.PutUint32(lb, uint32(len(sa)))
+	if err := l.write(c.Pid, c.addrlen, lb); err != nil {
+		return err
+	}
+	return l.Succeed(c)
+}
+
+// write writes b at addr into the memory of thread pid.
+func (l *BindListener) write(pid int, addr uint64, b []byte) error {
+	local := unix.Iovec{Base: &b[0]}
+	local.SetLen(len(b))
+	n, err := unix.ProcessVMWritev(pid, []unix.Iovec{local}, []unix.RemoteIovec{{Base: uintptr(addr), Len: len(b)}}, 0)
+	if err != nil {
+		return fmt.Errorf("writing to the server's memory: %w", err)
+	}
+	if n != len(b) {
+		return fmt.Errorf("writing to the server's memory: %d of %d bytes", n, len(b))
+	}
+	return nil
 }
 
 // ErrCallGone says a bind call is no longer waiting for an answer: a signal

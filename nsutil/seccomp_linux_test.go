@@ -66,49 +66,58 @@ func bindChild(port string) int {
 	return 0
 }
 
-// The filter sends bind(2) of the native ABI to the listener and allows
-// everything else. (bpf's VM reads words big-endian, the kernel reads
-// seccomp_data native: the input is built for the VM.)
+// The filter sends bind(2) of the native ABI to the listener, and
+// getsockname(2) too when asked, and allows everything else. (bpf's VM reads
+// words big-endian, the kernel reads seccomp_data native: the input is built
+// for the VM.)
 func TestBindFilter(t *testing.T) {
 	arch, ok := bindArch()
 	if !ok {
 		t.Skipf("no bind filter for %s", runtime.GOARCH)
 	}
-	prog, err := bindFilter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := make([]bpf.RawInstruction, len(prog))
-	for i, p := range prog {
-		raw[i] = bpf.RawInstruction{Op: p.Code, Jt: p.Jt, Jf: p.Jf, K: p.K}
-	}
-	insns, ok := bpf.Disassemble(raw)
-	if !ok {
-		t.Fatal("cannot disassemble the filter")
-	}
-	vm, err := bpf.NewVM(insns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name string
-		nr   uint32
-		arch uint32
-		want uint32
-	}{
-		{"bind", uint32(unix.SYS_BIND), arch, unix.SECCOMP_RET_USER_NOTIF},
-		{"connect", uint32(unix.SYS_CONNECT), arch, unix.SECCOMP_RET_ALLOW},
-		{"listen", uint32(unix.SYS_LISTEN), arch, unix.SECCOMP_RET_ALLOW},
-		{"x32 bind", 0x40000000 + uint32(unix.SYS_BIND), arch, unix.SECCOMP_RET_ALLOW},
-		{"another ABI", uint32(unix.SYS_BIND), unix.AUDIT_ARCH_I386, unix.SECCOMP_RET_ALLOW},
-	}
-	for _, tt := range tests {
-		in := make([]byte, 64)
-		binary.BigEndian.PutUint32(in[0:], tt.nr)
-		binary.BigEndian.PutUint32(in[4:], tt.arch)
-		got, err := vm.Run(in)
-		if err != nil || uint32(got) != tt.want {
-			t.Errorf("%s: got %#x %v, want %#x", tt.name, got, err, tt.want)
+	for _, getsockname := range []bool{false, true} {
+		prog, err := bindFilter(getsockname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := make([]bpf.RawInstruction, len(prog))
+		for i, p := range prog {
+			raw[i] = bpf.RawInstruction{Op: p.Code, Jt: p.Jt, Jf: p.Jf, K: p.K}
+		}
+		insns, ok := bpf.Disassemble(raw)
+		if !ok {
+			t.Fatal("cannot disassemble the filter")
+		}
+		vm, err := bpf.NewVM(insns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trapped := uint32(unix.SECCOMP_RET_ALLOW)
+		if getsockname {
+			trapped = unix.SECCOMP_RET_USER_NOTIF
+		}
+		tests := []struct {
+			name string
+			nr   uint32
+			arch uint32
+			want uint32
+		}{
+			{"bind", uint32(unix.SYS_BIND), arch, unix.SECCOMP_RET_USER_NOTIF},
+			{"getsockname", uint32(unix.SYS_GETSOCKNAME), arch, trapped},
+			{"connect", uint32(unix.SYS_CONNECT), arch, unix.SECCOMP_RET_ALLOW},
+			{"listen", uint32(unix.SYS_LISTEN), arch, unix.SECCOMP_RET_ALLOW},
+			{"x32 bind", 0x40000000 + uint32(unix.SYS_BIND), arch, unix.SECCOMP_RET_ALLOW},
+			{"another ABI", uint32(unix.SYS_BIND), unix.AUDIT_ARCH_I386, unix.SECCOMP_RET_ALLOW},
+			{"getsockname of another ABI", uint32(unix.SYS_GETSOCKNAME), unix.AUDIT_ARCH_I386, unix.SECCOMP_RET_ALLOW},
+		}
+		for _, tt := range tests {
+			in := make([]byte, 64)
+			binary.BigEndian.PutUint32(in[0:], tt.nr)
+			binary.BigEndian.PutUint32(in[4:], tt.arch)
+			got, err := vm.Run(in)
+			if err != nil || uint32(got) != tt.want {
+				t.Errorf("getsockname %v, %s: got %#x %v, want %#x", getsockname, tt.name, got, err, tt.want)
+			}
 		}
 	}
 }
@@ -206,6 +215,7 @@ func TestBindListenerClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mine.Close()
+	SendTrapConfig(mine, false)
 	// A child that installs the filter and then waits to be killed.
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD=wait")
@@ -401,6 +411,7 @@ func startBindChild(t *testing.T, mode string) *bindChildRun {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mine.Close() })
+	SendTrapConfig(mine, false)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// A race-enabled child would wait a second at exit for nothing.
 	cmd.Env = append(os.Environ(), "NSUTIL_TEST_BIND_CHILD="+mode, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")

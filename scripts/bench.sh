@@ -5,6 +5,10 @@
 #   scripts/bench.sh -r 5 -d 5       more rounds, longer measurements
 #   scripts/bench.sh --peers         also install rootlesskit (+slirp4netns) and pasta (root)
 #   scripts/bench.sh --quick         1 round of 1 s (a smoke test of the script)
+#   scripts/bench.sh --native        the native path (the default) against server
+#                                    socket shapes 1-3 from 127.0.0.1 and ::1
+#                                    clients, and pgbench, side by side with direct
+#   scripts/bench.sh --pgbench       only the pgbench part of --native
 #
 # Every mode serves the same server (scripts/benchserver: HTTP "hello" + UDP
 # echo, and iperf3) on loopback; the modes are interleaved round by round and
@@ -13,14 +17,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 dur=3 peers=0
+rounds=3 dur=3 peers=0 native=0 shapes=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) rounds=$2; shift 2 ;;
     -d) dur=$2; shift 2 ;;
     --peers) peers=1; shift ;;
     --quick) rounds=1 dur=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --native) native=1; shift ;;
+    --pgbench) native=1 shapes=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -72,14 +78,13 @@ wait_http() {
   echo "bench.sh: nothing answers on 127.0.0.1:$1" >&2; return 1
 }
 
-modes=(direct relay)
-if "$nsbind" run --help 2>&1 | grep -q -- '--direct'; then modes+=(direct-handoff); fi
+# relay: --relay; native: no flag, the default (older nsbind: --direct).
+modes=(direct relay native)
 if [ "$(id -u)" = 0 ] && "$nsbind" run --help 2>&1 | grep -q -- '--net '; then modes+=(veth); fi
 if [ "$(id -u)" = 0 ] && command -v rootlesskit >/dev/null && command -v slirp4netns >/dev/null; then modes+=(rootlesskit); fi
 if [ "$(id -u)" = 0 ] && command -v pasta >/dev/null; then modes+=(pasta); fi
 
-# IPv4 sockets inside, as the published host sockets are IPv4: with --direct
-# the server then takes them over (a dual-stack [::] bind would be relayed).
+# IPv4 sockets inside, as the published host sockets are IPv4 addresses.
 inside='iperf3 -s -4 -p 5201 >/dev/null 2>&1 & exec '"$bs"' serve -http 0.0.0.0:80 -udp 0.0.0.0:53'
 
 # start_mode MODE: start the servers of MODE; sets HP (HTTP), UP (UDP echo),
@@ -92,9 +97,9 @@ start_mode() {
       # A process group of its own, stopped as a whole (iperf3 with it).
       setsid sh -c "iperf3 -s -B 127.0.0.1 -p $IP >/dev/null 2>&1 & exec $bs serve -http 127.0.0.1:$HP -udp 127.0.0.1:$UP" &
       ;;
-    relay|direct-handoff|veth)
+    relay|native|veth)
       local extra=()
-      [ "$1" = direct-handoff ] && extra=(--direct)
+      [ "$1" = relay ] && extra=(--relay)
       [ "$1" = veth ] && extra=(--net veth)
       "$nsbind" run -q "${extra[@]}" -p "80:127.0.0.1:$HP" -p "53:127.0.0.1:$UP/udp" \
         -p "5201:127.0.0.1:$IP" -p "5201:127.0.0.1:$IP/udp" -- sh -c "$inside" &
@@ -124,6 +129,169 @@ stop_mode() {
   wait "$SERVER_PID" 2>/dev/null || true
 }
 
+declare -A R   # R[metric,mode] = space-separated values of the rounds
+add() { R[$1,$2]="${R[$1,$2]:-} $3"; }
+
+if [ "$native" = 1 ]; then
+  # The native path's acceptance: servers of socket shapes 1 (one dual-stack
+  # [::] socket: Go's :80, python, node, iperf3), 2 (0.0.0.0 and [::]
+  # IPv6-only: nginx) and 3 (0.0.0.0 only), each measured from a 127.0.0.1
+  # and a ::1 client, with no flag (the default) and directly on the host;
+  # then pgbench select-only against PostgreSQL on a host port and through
+  # -p 5432:PORT. Shape 3 has no IPv6 socket: its ::1 clients are relayed.
+  # Modes are interleaved round by round.
+  nmodes=(direct native)
+  # nstart MODE SHAPE: sets HP (HTTP), SP (sink), IP (iperf3), SERVER_PID.
+  nstart() {
+    MODE=$1
+    HP=$(free_port) SP=$(free_port) IP=$(free_port)
+    # The Go server is the command itself (it starts iperf3): nsbind does
+    # not trap getsockname for a Go program (README, Performance).
+    if [ "$1" = direct ]; then
+      setsid "$bs" serve -shape "$2" -http "$HP" -sink "$SP" -iperf3 "$IP" >/dev/null 2>&1 &
+    else
+      "$nsbind" run -q -p "80:$HP" -p "9:$SP" -p "5201:$IP" -- \
+        "$bs" serve -shape "$2" -http 80 -sink 9 -iperf3 5201 >/dev/null 2>&1 &
+    fi
+    SERVER_PID=$!
+    pids+=("$SERVER_PID")
+    wait_http "$HP"
+    # iperf3 starts beside the HTTP server: wait for it too (bounded).
+    for _ in $(seq 500); do
+      (exec 3<>/dev/tcp/127.0.0.1/$IP) 2>/dev/null && break
+      sleep 0.01
+    done
+  }
+  host_of() { [ "$1" = 6 ] && echo "::1" || echo "127.0.0.1"; }
+  url_of() { [ "$1" = 6 ] && echo "http://[::1]:$HP/" || echo "http://127.0.0.1:$HP/"; }
+  nwrk() { # family extra-args... → req/s
+    local f=$1; shift
+    wrk -t2 -c32 -d"${dur}s" "$@" "$(url_of "$f")" 2>/dev/null | awk '/Requests\/sec/{printf "%.0f\n", $2}'
+  }
+  niperf() { # family → Gbit/s received
+    iperf3 -c "$(host_of "$1")" -p "$IP" -t "$dur" -J 2>/dev/null | python3 -c '
+import json,sys
+e=json.load(sys.stdin)["end"]
+print("%.2f" % (e["sum_received"]["bits_per_second"]/1e9))'
+  }
+  [ "$shapes" = 1 ] && say "native path: shapes 1 2 3, clients of 127.0.0.1 and ::1; $rounds rounds of ${dur}s"
+  for round in $(seq "$rounds"); do
+    [ "$shapes" = 1 ] || break
+    for shape in 1 2 3; do
+      for m in "${nmodes[@]}"; do
+        say "round $round: shape $shape, $m"
+        nstart "$m" "$shape"
+        for f in 4 6; do
+          add "s${shape}_ka_$f" "$m" "$(nwrk "$f")"
+          add "s${shape}_nc_$f" "$m" "$(nwrk "$f" -H 'Connection: close')"
+          add "s${shape}_blast_$f" "$m" "$("$bs" blast -addr "$( [ "$f" = 6 ] && echo "[::1]" || echo 127.0.0.1):$SP" -d "${dur}s")"
+          [ "$shape" != 2 ] && add "s${shape}_iperf_$f" "$m" "$(niperf "$f")"
+        done
+        stop_mode
+      done
+    done
+  done
+
+  # pgbench select-only, 8 clients, against PostgreSQL as an unprivileged
+  # user (it refuses root): on a host port, and through nsbind -p 5432:PORT.
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  pguser=${BENCH_USER:-nsbind-test}
+  if [ -n "$pgbin" ] && id "$pguser" >/dev/null 2>&1; then
+    pgdir=$work/pg
+    mkdir -p "$pgdir" && chown "$pguser" "$pgdir"
+    # setpriv execs (runuser forks, and would stand between the script and
+    # the process it stops).
+    asuser() {
+      if [ "$(id -u)" = 0 ]; then
+        setpriv --reuid="$pguser" --regid="$(id -g "$pguser")" --init-groups env HOME=/tmp "$@"
+      else "$@"; fi
+    }
+    # asuser_exec is asuser in a background subshell: it becomes the process.
+    asuser_exec() {
+      if [ "$(id -u)" = 0 ]; then
+        exec setpriv --reuid="$pguser" --regid="$(id -g "$pguser")" --init-groups env HOME=/tmp "$@"
+      else exec "$@"; fi
+    }
+    asuser "$pgbin/initdb" -D "$pgdir/data" -A trust -U "$pguser" >/dev/null
+    pgstart() { # MODE → PGP, SERVER_PID; false when postgres does not answer
+      MODE=$1 PGP=$(free_port)
+      local opts=(-c "listen_addresses=*" -c "unix_socket_directories=$pgdir" -c max_connections=50)
+      if [ "$1" = direct ]; then
+        asuser_exec "$pgbin/postgres" -D "$pgdir/data" -p "$PGP" "${opts[@]}" >>"$pgdir/log" 2>&1 &
+      else
+        asuser_exec "$nsbind" run -q -p "5432:$PGP" -- "$pgbin/postgres" -D "$pgdir/data" -p 5432 "${opts[@]}" >>"$pgdir/log" 2>&1 &
+      fi
+      SERVER_PID=$!
+      pids+=("$SERVER_PID")
+      for _ in $(seq 2000); do
+        "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$PGP" && return 0
+        sleep 0.01
+      done
+      echo "bench.sh: postgres does not answer on $PGP:" >&2; tail -5 "$pgdir/log" >&2; return 1
+    }
+    pgstop() { # a fast shutdown (SIGINT), waited for: the next start needs the data directory
+      kill -INT "$SERVER_PID" 2>/dev/null || true   # postgres, or nsbind, which passes it on
+      for _ in $(seq 2000); do [ -e "$pgdir/data/postmaster.pid" ] || break; sleep 0.01; done
+      stop_mode
+    }
+    pgstart direct || true
+    asuser "$pgbin/pgbench" -q -i -s 10 -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres >/dev/null 2>&1 || true
+    pgstop
+    say "pgbench select-only, 8 clients; $rounds rounds of ${dur}s"
+    for round in $(seq "$rounds"); do
+      for m in "${nmodes[@]}"; do
+        say "round $round: pgbench, $m"
+        if pgstart "$m"; then
+          add pg_tps "$m" "$(asuser "$pgbin/pgbench" -S -c 8 -j 2 -T "$dur" -h 127.0.0.1 -p "$PGP" -U "$pguser" postgres 2>/dev/null |
+            awk '/^tps = /{printf "%.0f\n", $3; exit}')"
+        else
+          add pg_tps "$m" failed
+        fi
+        pgstop
+      done
+    done
+  fi
+
+  {
+    echo "META kernel $(uname -r), $(nproc) cores; $(go version | cut -d' ' -f3); $("$nsbind" version); $rounds rounds of ${dur}s, medians"
+    for k in "${!R[@]}"; do echo "DATA $k ${R[$k]}"; done
+  } | python3 -c '
+import sys, statistics
+meta, data = [], {}
+for line in sys.stdin:
+    kind, rest = line.rstrip("\n").split(" ", 1)
+    if kind == "META": meta.append(rest); continue
+    key, *vals = rest.split()
+    metric, mode = key.split(",")
+    nums = [float(v) for v in vals if v not in ("failed", "")]
+    data[(metric, mode)] = statistics.median(nums) if nums else None
+names = {"ka": "HTTP keep-alive (req/s)", "nc": "HTTP new conn per request (req/s)",
+         "iperf": "iperf3 TCP 1 stream (Gbit/s)", "blast": "TCP 1 stream to a Go sink (Gbit/s)"}
+shapes = {"1": "shape 1 [::] dual-stack", "2": "shape 2 0.0.0.0 + [::] v6only", "3": "shape 3 0.0.0.0 only"}
+print("| server | measure | client | direct | native (no flag) |")
+print("|---|---|---|---|---|")
+def cell(v, base):
+    if v is None: return "—"
+    s = ("%.2f" % v) if v < 100 else ("%.0f" % v)
+    return s + (" (%.2f×)" % (v / base) if base else "")
+for sh in "123":
+    for what in ("iperf", "blast", "ka", "nc"):
+        for f in "46":
+            k = "s%s_%s_%s" % (sh, what, f)
+            d, n = data.get((k, "direct")), data.get((k, "native"))
+            if d is None and n is None: continue
+            client = "127.0.0.1" if f == "4" else "::1"
+            if sh == "3" and f == "6": client += " (relayed: no IPv6 socket)"
+            print("| %s | %s | %s | %s | %s |" % (shapes[sh], names[what], client, cell(d, None), cell(n, d)))
+d, n = data.get(("pg_tps", "direct")), data.get(("pg_tps", "native"))
+if d or n:
+    print("| postgres listen_addresses=* | pgbench -S -c 8 (tps) | 127.0.0.1 | %s | %s |" % (cell(d, None), cell(n, d)))
+print()
+for m in meta: print("- " + m)
+'
+  exit 0
+fi
+
 # forwarder_pids: nsbind's own processes of the running mode (not the server).
 forwarder_pids() {
   local p=$SERVER_PID out=$SERVER_PID
@@ -152,9 +320,6 @@ m=re.search(r"99%\s+([\d.]+)(us|ms|s)\b",t)
 v=float(m.group(1)); v={"us":v/1000,"ms":v,"s":v*1000}[m.group(2)]
 print("%.0f %.2f" % (rps,v))'
 }
-
-declare -A R   # R[metric,mode] = space-separated values of the rounds
-add() { R[$1,$2]="${R[$1,$2]:-} $3"; }
 
 say "modes: ${modes[*]}; $rounds rounds of ${dur}s measurements"
 for round in $(seq "$rounds"); do
@@ -202,8 +367,8 @@ for m in "${modes[@]}"; do
   HP=$(free_port) UP=$(free_port) IP=$(free_port)
   case "$m" in
     direct) cmd=("$bs" serve -http "127.0.0.1:$HP") ;;
-    relay) cmd=("$nsbind" run -q -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
-    direct-handoff) cmd=("$nsbind" run -q --direct -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    relay) cmd=("$nsbind" run -q --relay -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    native) cmd=("$nsbind" run -q -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
     veth) cmd=("$nsbind" run -q --net veth -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
     rootlesskit) cmd=(rootlesskit --net=slirp4netns --port-driver=builtin -p "127.0.0.1:$HP:80/tcp" "$bs" serve -http :80) ;;
     pasta) cmd=(pasta --config-net -q -t "127.0.0.1/$HP:80" -- "$bs" serve -http :80) ;;

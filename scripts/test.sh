@@ -137,9 +137,9 @@ pass() {
 say "tests as $(id -un) (race detector on)"
 pass root-race go test -json -race -count=1 -timeout 15m ./...
 
-# The relay and --direct pass the same end-to-end suite.
-say "end-to-end tests as $(id -un) with --direct"
-NSBIND_TEST_DIRECT=1 pass root-direct go test -json -race -count=1 -timeout 15m ./cmd/nsbind
+# The native path (the default) and the relay pass the same end-to-end suite.
+say "end-to-end tests as $(id -un) with the relay (--direct=false)"
+NSBIND_TEST_RELAY=1 pass root-relay go test -json -race -count=1 -timeout 15m ./cmd/nsbind
 
 # Each fuzzing run counts as one test in the summary.
 say "fuzzing ParseSpec, ParseToHost and ParseSockaddr for $fuzztime"
@@ -161,14 +161,14 @@ if [ "$(id -u)" = 0 ]; then
     [ -f "$bindir/$name.test" ] || continue   # a package without tests
     chmod 755 "$bindir/$name.test"
     modes=(relay)
-    [ "$name" = cmd-nsbind ] && modes+=(direct)   # the end-to-end suite, both ways
+    [ "$name" = cmd-nsbind ] && modes+=(native)   # the end-to-end suite, both ways
     for mode in "${modes[@]}"; do
-      direct=0; [ "$mode" = direct ] && direct=1
+      relay=0; [ "$mode" = relay ] && [ "$name" = cmd-nsbind ] && relay=1
       echo "-- as $test_user: $pkg ($mode)"
       pass "user-$name-$mode" go tool test2json -t -p "$pkg" \
         runuser -u "$test_user" -- env -i -C "$bindir" \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME="$home" TMPDIR=/tmp LANG=C.UTF-8 NSBIND_TEST_REQUIRE_USERNS=1 NSBIND_TEST_DIRECT=$direct \
+        HOME="$home" TMPDIR=/tmp LANG=C.UTF-8 NSBIND_TEST_REQUIRE_USERNS=1 NSBIND_TEST_RELAY=$relay \
         NSBIND_TEST_BINARY="$NSBIND_TEST_BINARY" \
         "$bindir/$name.test" -test.v=test2json -test.count=1 -test.timeout=15m
     done

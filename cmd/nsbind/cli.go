@@ -90,6 +90,11 @@ the one bound to its address if it names one (80:0.0.0.0:80), never with host
 port 0. A socket no -p takes is an error before the server starts (status 125).
 See README.md, "The real port 80 with systemd".
 
+TCP ports take the native path: when the server binds its port, it gets the
+host socket itself (both loopback families), accepts its clients with no relay
+and sees their real addresses. --relay relays instead; UDP is relayed unless
+--direct-udp.
+
 Exit status: the server's; 128+N when it died of signal N; 125 when nsbind
 failed before the server started; 126 when COMMAND cannot be run; 127 when it
 is not found. A command that exits 0 leaving processes running (it went to
@@ -145,6 +150,7 @@ func newCLI(stdout, stderr io.Writer, status *int) *cobra.Command {
 		Short: "run COMMAND in a new namespace, publishing its ports",
 		Long:  runLong,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ro.changed = cmd.Flags().Changed
 			*status = runParsed(ro, args, stdout, stderr)
 			return nil
 		},

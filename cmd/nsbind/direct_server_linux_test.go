@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -31,6 +32,12 @@ import (
 //	reuseport PORT N       N listeners on 0.0.0.0:PORT with SO_REUSEPORT,
 //	                       prints each address, answers "worker=I peer=ADDR"
 //	udpwhoami4 PORT        UDP on 0.0.0.0:PORT, answers "peer=ADDR"
+//	shape N PORT           listens on PORT as server socket shape N does
+//	                       (1 dual-stack [::], 2 0.0.0.0 and [::] IPv6-only,
+//	                       3 0.0.0.0, 4 127.0.0.1, 5 ::1), prints
+//	                       "listening", answers "peer=ADDR"; after
+//	                       "view": then dials its own port on 127.0.0.1
+//	                       and ::1 from inside and prints what each got
 func directTestServer(args []string) (code int, ok bool) {
 	if len(args) < 2 {
 		return 0, false
@@ -88,6 +95,8 @@ func directTestServer(args []string) (code int, ok bool) {
 			go serveLines(ln, func(c net.Conn) string { return fmt.Sprintf("worker=%d peer=%s", i, c.RemoteAddr()) })
 		}
 		select {}
+	case "shape":
+		return shapeServer(args[1], args[2], len(args) > 3 && args[3] == "view"), true
 	case "udpwhoami4":
 		pc, err := net.ListenPacket("udp4", ":"+args[1])
 		if err != nil {
@@ -239,4 +248,49 @@ func denySeccompForTest() {
 	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
 		panic(errno)
 	}
+}
+
+// shapeServer is the "shape" test server.
+func shapeServer(shape, port string, view bool) int {
+	var addrs [][2]string
+	switch shape {
+	case "1":
+		addrs = [][2]string{{"tcp", ":" + port}}
+	case "2":
+		addrs = [][2]string{{"tcp4", "0.0.0.0:" + port}, {"tcp6", "[::]:" + port}}
+	case "3":
+		addrs = [][2]string{{"tcp4", "0.0.0.0:" + port}}
+	case "4":
+		addrs = [][2]string{{"tcp4", "127.0.0.1:" + port}}
+	case "5":
+		addrs = [][2]string{{"tcp6", "[::1]:" + port}}
+	default:
+		fmt.Fprintln(os.Stderr, "unknown shape", shape)
+		return 2
+	}
+	for _, a := range addrs {
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go serveLines(ln, func(c net.Conn) string { return "peer=" + c.RemoteAddr().String() })
+	}
+	fmt.Println("listening")
+	if view {
+		for _, a := range []string{"127.0.0.1:" + port, "[::1]:" + port} {
+			got := "refused"
+			if c, err := net.DialTimeout("tcp", a, 10*time.Second); err == nil {
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+					got = line[:len(line)-1]
+				} else {
+					got = "no answer"
+				}
+				c.Close()
+			}
+			fmt.Printf("view %s: %s\n", a, got)
+		}
+	}
+	select {}
 }

@@ -289,11 +289,11 @@ func doctorChecks(f nsutil.HostFacts, p nsutil.ProbeResult, exe string) doctorRe
 		add(skipped(checkSeccompNotify))
 	case p.SeccompNotify != nil:
 		add(check{Name: checkSeccompNotify, Status: statusWarn, Message: fmt.Sprintf(
-			"not available (%v): the server's sockets cannot be swapped for host sockets at bind, so nsbind relays", p.SeccompNotify)})
+			"not available (%v): the server's sockets cannot be swapped for host sockets at bind, so nsbind relays every published port (the native path, the default, needs it)", p.SeccompNotify)})
 	case !f.KernelAtLeast(5, 9):
 		add(check{Name: checkSeccompNotify, Status: statusWarn, Message: "a listener can be installed, but Linux before 5.9 cannot add descriptors to the server (SECCOMP_IOCTL_NOTIF_ADDFD)"})
 	default:
-		add(check{Name: checkSeccompNotify, Status: statusOK, Message: "a filter with a listener can be installed after no_new_privs"})
+		add(check{Name: checkSeccompNotify, Status: statusOK, Message: "a filter with a listener can be installed after no_new_privs: the server gets the published TCP host sockets at bind (the native path, the default)"})
 	}
 
 	optional(checkOutbound, p.Outbound, "nftables with nat, NFQUEUE and TPROXY: programs inside can reach out through host sockets",

@@ -67,24 +67,31 @@ type nsbindRun struct {
 }
 
 // nsbindCmd is the command line of nsbind (the test binary as the CLI).
-// Under NSBIND_TEST_DIRECT=1 (scripts/test.sh runs the suite once so) every
-// "nsbind run" gets --direct: the relay and --direct pass the same suite.
+// Under NSBIND_TEST_RELAY=1 (scripts/test.sh runs the suite once so) every
+// "nsbind run" gets --direct=false: the native path (the default) and the
+// relay pass the same suite. A test's own --direct, later on the line,
+// still wins.
 func nsbindCmd(args ...string) *exec.Cmd {
-	if directMode() && len(args) > 0 && args[0] == "run" {
-		args = append([]string{"run", "--direct"}, args[1:]...)
+	if relayMode() && len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run", "--direct=false"}, args[1:]...)
 	}
 	return exec.Command(os.Args[0], append([]string{"__nsbind"}, args...)...)
 }
 
-// directMode reports whether the suite runs with --direct.
-func directMode() bool { return os.Getenv("NSBIND_TEST_DIRECT") == "1" }
+// relayMode reports whether the suite runs with the relay (--direct=false).
+func relayMode() bool { return os.Getenv("NSBIND_TEST_RELAY") == "1" }
+
+// directMode reports whether the suite runs with the native path, the
+// default.
+func directMode() bool { return !relayMode() }
 
 // skipInDirectMode skips a test of the relay's own behaviour (how it dials
-// the server) when the suite runs with --direct, where there is no relay.
+// the server) when the suite runs with the native path, where there is no
+// relay; the relay pass runs it.
 func skipInDirectMode(t *testing.T) {
 	t.Helper()
 	if directMode() {
-		t.Skip("tests the relay; with --direct the server accepts the clients itself")
+		t.Skip("tests the relay; on the native path (the default) the server accepts the clients itself; the relay pass runs it")
 	}
 }
 

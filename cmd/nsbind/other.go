@@ -14,7 +14,7 @@ import (
 
 const linuxOnly = "nsbind: nsbind runs on Linux only (it needs user and network namespaces)"
 
-type runOptions struct{}
+type runOptions struct{ changed func(string) bool }
 
 func runCommand(args []string, stdout, stderr io.Writer) int {
 	return run(append([]string{"run"}, args...), stdout, stderr)

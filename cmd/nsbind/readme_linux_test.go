@@ -146,6 +146,8 @@ var otherToolsFlags = map[string]string{
 	"--now":           "systemctl enable",
 	"--peers":         "scripts/bench.sh",
 	"--quick":         "scripts/bench.sh",
+	"--native":        "scripts/bench.sh",
+	"--pgbench":       "scripts/bench.sh",
 }
 
 // linkTargetRE is the target of a markdown link, whose "#--direct-..."

@@ -41,7 +41,13 @@ type runOptions struct {
 	subnets          []string
 	subnet4, subnet6 netip.Prefix
 	direct           bool
-	stats            bool
+	relay            bool
+	directUDP        bool
+	// changed reports whether a flag was given (the native path is the
+	// default, so --direct given and --direct by default differ); set by
+	// the command that parsed the flags.
+	changed func(name string) bool
+	stats   bool
 	// --socket-activation (internal/helper, activation_linux.go).
 	socketActivation bool
 	// --confine and what it lets the server see (nsutil/confine.go).
@@ -80,7 +86,9 @@ func runFlags(o *runOptions) *pflag.FlagSet {
 	fs.IntVar(&o.udpMaxFlows, "udp-max-flows", forward.DefaultUDPMaxFlows, "most UDP flows at once per published UDP socket; a new client closes the flow idle longest")
 	fs.StringVar(&o.net, "net", netRelay, "the data path: relay (no privilege needed) or veth (a veth pair, published ports also through the kernel; needs CAP_NET_ADMIN on the host, e.g. root)")
 	fs.StringArrayVar(&o.subnets, "subnet", nil, "with --net=veth: the veth's IPv4 `CIDR` (a /30 or larger) and/or IPv6 CIDR, instead of a free one nsbind picks")
-	fs.BoolVar(&o.direct, "direct", false, "give the server the host socket itself when it binds a published port: no relay, and it sees the real client addresses")
+	fs.BoolVar(&o.direct, "direct", true, "the native path (the default): the server gets the published TCP host sockets themselves when it binds their port, so it accepts its clients with no relay and sees their real addresses; --direct=false is --relay")
+	fs.BoolVar(&o.relay, "relay", false, "relay every published port through nsbind instead of the native path: the server binds inside and nsbind copies each connection (slower; for servers the native path does not suit)")
+	fs.BoolVar(&o.directUDP, "direct-udp", false, "the native path for UDP too: the server gets the host UDP socket itself; that socket can send to any address the host reaches, host loopback services included, past --to-host (so not with --isolated)")
 	fs.BoolVar(&o.socketActivation, "socket-activation", false, "hand the server the host sockets themselves, the systemd way (descriptors 3.., LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES \"PORT/PROTO\"), for servers that support it: no relay, no copy")
 	fs.BoolVar(&o.stats, "stats", false, "when the server ends, print connections and bytes per published host socket")
 	fs.BoolVar(&o.confine, "confine", false, "confine the server: it sees the host's files read-only, writes only its working directory and a private /tmp, and sees neither your home (but the working directory) nor your session's sockets and secrets (README, --confine)")
@@ -121,12 +129,20 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: invalid --proxy-protocol %q: use v1 or v2\n", o.proxyProtocol)
 		return exitFailed
 	}
-	if o.direct && proxyVersion != 0 {
-		fmt.Fprintf(stderr, "nsbind: --direct and --proxy-protocol do not go together: with --direct the server accepts the clients itself and sees their real addresses, with no header; drop one of them\n")
+	direct, why := chooseDataPath(&o, proxyVersion)
+	if direct && why != "" {
+		fmt.Fprintf(stderr, "nsbind: %s\n", why)
 		return exitFailed
 	}
-	if o.direct && o.net == netVeth {
-		fmt.Fprintf(stderr, "nsbind: --direct and --net=veth are two different data paths: choose one (--direct needs no privilege)\n")
+	if o.directUDP && !direct {
+		if why == "" {
+			why = "--relay (or --direct=false, --net=veth) turns it off"
+		}
+		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path, but %s\n", why)
+		return exitFailed
+	}
+	if o.directUDP && o.isolated {
+		fmt.Fprintf(stderr, "nsbind: --direct-udp and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --direct-udp (UDP is then relayed)\n")
 		return exitFailed
 	}
 	if o.socketActivation {
@@ -136,7 +152,7 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		case len(o.publish) == 0:
 			fmt.Fprintf(stderr, "nsbind: --socket-activation hands the server the host sockets of -p: publish at least one, e.g. -p 80:8080\n")
 			return exitFailed
-		case o.direct:
+		case o.changed("direct") && o.direct:
 			fmt.Fprintf(stderr, "nsbind: --socket-activation and --direct both hand the server the host sockets, one at descriptors 3.. (LISTEN_FDS), the other at its bind: choose one\n")
 			return exitFailed
 		case proxyVersion != 0:
@@ -181,6 +197,9 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: invalid --name %q: use up to 63 letters, digits, '_', '.' or '-', starting with a letter or digit\n", o.name)
 		return exitFailed
 	}
+	if !direct && why != "" && !o.quiet {
+		fmt.Fprintf(stderr, "nsbind: relaying the published ports: %s\n", why)
+	}
 	return parent.Run(parent.Options{
 		Publish: o.publish, Command: command, Root: o.root, User: o.user, Quiet: o.quiet,
 		LogLevel: o.logLevel, ConnectTimeout: o.connectTimeout, PortsFile: o.portsFile,
@@ -188,7 +207,7 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		ToHost: o.toHost, Isolated: o.isolated, ResolvConf: o.resolvConf,
 		UDPTimeout: o.udpTimeout, UDPMaxFlows: o.udpMaxFlows,
 		Veth: o.net == netVeth, Subnet4: o.subnet4, Subnet6: o.subnet6,
-		Direct: o.direct, Stats: o.stats, Name: o.name,
+		Direct: direct, DirectUDP: o.directUDP, Stats: o.stats, Name: o.name,
 		SocketActivation: o.socketActivation,
 		Confine:          confine,
 		CPUProfile:       os.Getenv(profileEnv),
@@ -233,6 +252,42 @@ func checkRunInputs(o *runOptions) error {
 		}
 	}
 	return nil
+}
+
+// chooseDataPath decides between the native path and the relay. The native
+// path is the default; --relay or --direct=false choose the relay, and so
+// do flags only the relay can serve, with why (said once). When the native
+// path was asked for explicitly next to such a flag, direct is true and
+// why says the conflict.
+func chooseDataPath(o *runOptions, proxyVersion int) (direct bool, why string) {
+	asked := o.changed("direct") && o.direct
+	if o.relay && asked {
+		return true, "--direct and --relay are the two data paths: choose one"
+	}
+	if o.relay || !o.direct {
+		return false, ""
+	}
+	switch {
+	case proxyVersion != 0:
+		why = "--proxy-protocol needs the relay to send the header (with the native path the server accepts the clients itself and sees their real addresses, with no header)"
+		if asked {
+			return true, "--direct and --proxy-protocol do not go together: " + why + "; drop one of them"
+		}
+	case o.net == netVeth:
+		// A data path of its own, with the relay beside it: nothing to say.
+		if asked {
+			return true, "--direct and --net=veth are two different data paths: choose one (--direct needs no privilege)"
+		}
+		return false, ""
+	case o.changed("source-address") && o.sourceAddress == "loopback":
+		why = "--source-address=loopback has the relay dial the server from loopback (with the native path the server sees the real clients)"
+		if asked {
+			return true, "--direct and --source-address=loopback do not go together: " + why
+		}
+	default:
+		return true, ""
+	}
+	return false, why
 }
 
 // profileEnv names a file the helper writes a CPU profile of the relays to

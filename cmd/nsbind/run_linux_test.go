@@ -399,11 +399,8 @@ func TestServerGetsNothingOfNsbind(t *testing.T) {
 // Acceptance: the TCP relay moves data with splice(2), seen by strace
 // attached to the helper.
 func TestRelaySplices(t *testing.T) {
-	if directMode() {
-		t.Skip("with --direct the server has the host socket: there is no relay in the helper to trace")
-	}
 	strace := needProgram(t, "strace")
-	r := startNsbind(t, "-p", "7:0", "--", os.Args[0], "__server", "echo", "7")
+	r := startNsbind(t, "--relay", "-p", "7:0", "--", os.Args[0], "__server", "echo", "7")
 	helper := descendants(r.cmd.Process.Pid)[0]
 	out := filepath.Join(t.TempDir(), "strace.txt")
 	st := exec.Command(strace, "-f", "-qq", "-e", "trace=splice,read,write,recvfrom,sendto", "-o", out, "-p", strconv.Itoa(helper))

@@ -75,8 +75,8 @@ func TestStaticBinaryServesHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"run"}
-	if directMode() {
-		args = append(args, "--direct")
+	if relayMode() {
+		args = append(args, "--direct=false")
 	}
 	args = append(args, "-p", "80:0", "--", python, "-m", "http.server", "--directory", dir, "80")
 	cmd := exec.Command(bin, args...)

@@ -20,8 +20,8 @@ import (
 // root too, where these tests run.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if directMode() {
-		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	if relayMode() {
+		t.Skip("--net=veth is a data path of its own: run in the default pass only")
 	}
 	if os.Getuid() != 0 {
 		t.Skip("--net=veth needs root (CAP_NET_ADMIN on the host); scripts/test.sh runs this as root")
@@ -458,8 +458,8 @@ for host in sys.argv[1:]:
 // --net=veth fails at once with exit status 125, saying what is missing and
 // that the default needs no privilege; the server never starts.
 func TestVethNeedsNetAdmin(t *testing.T) {
-	if directMode() {
-		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	if relayMode() {
+		t.Skip("--net=veth is a data path of its own: run in the default pass only")
 	}
 	dir := t.TempDir()
 	bin := os.Args[0]
@@ -499,8 +499,8 @@ func TestVethNeedsNetAdmin(t *testing.T) {
 // Bad --net and --subnet values stop nsbind with 125 before anything
 // starts; as root, a --subnet the host already uses too.
 func TestVethBadFlags(t *testing.T) {
-	if directMode() {
-		t.Skip("--net=veth is a data path of its own: not run with --direct")
+	if relayMode() {
+		t.Skip("--net=veth is a data path of its own: run in the default pass only")
 	}
 	cases := []struct {
 		name string

@@ -4,7 +4,7 @@ import (
 	"github.com/nsbind/nsbind/forward"
 )
 
-// --direct: the server gets the host socket itself at its bind(2), so it
+// The native path (the default; --direct): the server gets the host socket itself at its bind(2), so it
 // accepts host connections with no relay and sees the real client
 // addresses (fact 6 of DESIGN.md). The exec step traps bind with a seccomp
 // filter (nsutil/seccomp_linux.go); the director answers each trapped
@@ -104,15 +104,34 @@ func (s *handovers) inside(proto forward.Proto, port uint16, why string) {
 	s.carryOut(s.h.Inside(proto, port, why), false)
 }
 
-// relayWaiting relays every host socket still waiting: --direct is not
-// available, and the run goes on as without it.
+// relayWaiting relays every listening host socket still waiting: the
+// native path is not available, and the run goes on with the relay. (A
+// catch-all takes the clients of both families; a family socket never
+// listens then, so it gets none.)
 func (s *handovers) relayWaiting() {
 	var dec forward.Decision
 	dec.Give = -1
 	for i := range s.stops {
-		if s.h.State(i) == forward.Waiting {
+		if s.h.State(i) == forward.Waiting && s.h.Socket(i).Listens() {
 			dec.Relay = append(dec.Relay, i)
 		}
 	}
 	s.carryOut(dec, false)
+}
+
+// relayFixed starts the relays of the host sockets relayed for the whole
+// run (UDP without --direct-udp), which the handover holds Relayed from
+// the start.
+func (s *handovers) relayFixed() {
+	for i := range s.stops {
+		if !s.h.Socket(i).Fixed {
+			continue
+		}
+		stop, err := s.do.relay(i)
+		if err != nil {
+			s.failed("relay not started", i, err)
+			continue
+		}
+		s.stops[i] = stop
+	}
 }

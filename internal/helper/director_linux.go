@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,6 +35,15 @@ type director struct {
 	listener  *nsutil.BindListener
 	disabled  bool
 	unrelayed chan int
+	// mu guards the handover state: the bind loop changes it, the reaper
+	// of never-bound ports (director_reap_linux.go) reads it and accepts
+	// only on sockets still Waiting, so never on one the server has.
+	mu    sync.Mutex
+	views *views
+	// rewrite and hostNetns serve the truthful getsockname
+	// (director_sockname_linux.go).
+	rewrite   map[uint16]uint16
+	hostNetns uint64 // the cookie of the host's network namespace
 }
 
 // newDirector takes the inherited host sockets (descriptors FirstFD on).
@@ -52,12 +63,22 @@ func newDirector(h *helper) *director {
 		if ino, err := forward.SocketInode(fd); err == nil {
 			d.inodes[ino] = i
 		}
-		pub[i] = forward.Published{Proto: forward.Proto(sc.Proto), Host: sc.Host, Inside: sc.Inside}
+		proto := forward.Proto(sc.Proto)
+		pub[i] = forward.Published{Proto: proto, Host: sc.Host, Inside: sc.Inside, Role: forward.Role(sc.Role),
+			Fixed: proto == forward.UDP && !h.cfg.DirectUDP}
 		d.published[sc.Inside] = sc.Inside != 0
 	}
 	d.handovers = newHandovers(pub, d, func(what string, i int, err error) {
 		d.logger.Error(what, "host", socks[i].Host, "err", err)
 	})
+	d.views = newViews(d)
+	d.rewrite = d.rewrites()
+	if len(d.fds) > 0 {
+		d.hostNetns, _ = netnsCookie(d.fds[0])
+	}
+	// UDP is relayed from the start unless --direct-udp: a UDP socket
+	// given to the server could send to any address the host reaches.
+	d.handovers.relayFixed()
 	return d
 }
 
@@ -74,6 +95,7 @@ func (d *director) start(notify *os.File) {
 	}
 	d.listener = l
 	d.logger.Debug("--direct: the server's bind(2) calls are trapped (seccomp user notification)")
+	d.startReaper()
 	stop := context.AfterFunc(d.ctx, l.Close)
 	go func() {
 		defer stop()
@@ -92,7 +114,9 @@ func (d *director) start(notify *os.File) {
 
 // disable falls back to the relay for every host socket not given yet.
 func (d *director) disable(err error) {
-	d.logger.Warn(fmt.Sprintf("--direct is not available here (%v): relaying the published ports instead", err))
+	d.logger.Warn(fmt.Sprintf("the native path (--direct) is not available here (%v): relaying the published ports instead", err))
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.disabled = true
 	d.handovers.relayWaiting()
 }
@@ -101,12 +125,18 @@ func (d *director) disable(err error) {
 // the host socket the handovers decide on, any other continues inside.
 func (d *director) handle(c *nsutil.BindCall) {
 	l := d.listener
+	if c.Getsockname {
+		d.getsockname(c)
+		return
+	}
 	req, sfd, opts, ok := d.request(c)
 	if !ok {
 		return
 	}
 	defer unix.Close(sfd)
 	log := d.logger.With("pid", c.Pid, "fd", c.FD, "addr", req.Addr)
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	dec := d.handovers.decide(req)
 	if dec.Give < 0 {
 		log.Debug("--direct: bind continues inside", "proto", req.Proto, "why", dec.Why)
@@ -116,12 +146,35 @@ func (d *director) handle(c *nsutil.BindCall) {
 	}
 	i := dec.Give
 	d.handovers.release(dec)
+	family := d.handovers.h.Socket(i).Role == forward.RoleFamily
+	var err error
+	if family {
+		// It listens from now on and takes its family from the
+		// catch-all; the server's own listen(2) sets its backlog. It
+		// listens before the server's options are copied: listen(2)
+		// checks the port again, and passes beside the catch-all only
+		// with the SO_REUSEPORT it was bound with.
+		err = unix.Listen(d.fds[i], unix.SOMAXCONN)
+	}
 	unmatched := opts.CopyTo(d.fds[i])
 	cloexec, known := nsutil.CloseOnExec(c)
 	if !known {
 		cloexec = false // keep it across exec, as a server that did not ask would
 	}
-	if err := l.Replace(c, d.fds[i], cloexec); err != nil {
+	undoView := func() {}
+	if err == nil && dec.From != forward.Given {
+		undoView = d.views.start(i)
+	}
+	if err == nil {
+		err = l.Replace(c, d.fds[i], cloexec)
+	}
+	if err != nil {
+		undoView()
+		if family {
+			// Listening, it would take clients nobody accepts: shutdown
+			// of a listener stops it listening, and it stays bound.
+			unix.Shutdown(d.fds[i], unix.SHUT_RD)
+		}
 		if errors.Is(err, unix.ENOENT) {
 			return // the server's thread went away meanwhile
 		}
@@ -137,6 +190,64 @@ func (d *director) handle(c *nsutil.BindCall) {
 	log.Debug("--direct: the server has the host socket", "proto", req.Proto, "host", d.cfg.Sockets[i].Host,
 		"why", dec.Why, "unmatched", unmatched, "cloexec", cloexec)
 	d.handovers.carryOut(dec, req.ReusePort)
+	if dec.From != forward.Given {
+		d.sayPath(i)
+	}
+}
+
+// sayPath says, once the server has host socket i, how each printed
+// address of its port reaches it: natively, or relayed on the host to the
+// socket it has until it listens on that family too.
+func (d *director) sayPath(i int) {
+	sc := d.cfg.Sockets[i]
+	h := d.handovers.h
+	group := h.Group(forward.Proto(sc.Proto), sc.Inside)
+	// The families the server's host sockets take natively.
+	var native4, native6 bool
+	for _, j := range group {
+		if h.State(j) != forward.Given {
+			continue
+		}
+		a := h.Socket(j).Host.Addr()
+		switch {
+		case h.Socket(j).Role == forward.RoleCatchAll && a.Is4In6():
+			native4 = true
+		case h.Socket(j).Role == forward.RoleCatchAll:
+			native4, native6 = true, true
+		case a.Is4():
+			native4 = true
+		default:
+			native6 = true
+		}
+	}
+	var direct, relayed []string
+	for _, j := range group {
+		s := d.cfg.Sockets[j]
+		if s.Hidden {
+			continue
+		}
+		a := s.Host.Addr()
+		name := s.Host.String()
+		switch {
+		case s.Role == string(forward.RoleCatchAll) && !a.Is4In6() && native4 != native6:
+			// [::] of both families, of which the server takes one.
+			v4, v6 := name+" (IPv4)", name+" (IPv6)"
+			if native4 {
+				direct, relayed = append(direct, v4), append(relayed, v6)
+			} else {
+				direct, relayed = append(direct, v6), append(relayed, v4)
+			}
+		case (a.Unmap().Is4() && native4) || (!a.Unmap().Is4() && native6):
+			direct = append(direct, name)
+		default:
+			relayed = append(relayed, name)
+		}
+	}
+	msg := fmt.Sprintf("%s → :%d/%s: native, the server accepts its clients itself", strings.Join(direct, ", "), sc.Inside, sc.Proto)
+	if len(relayed) > 0 {
+		msg += fmt.Sprintf("; %s relayed on the host to it (it does not listen on that family)", strings.Join(relayed, ", "))
+	}
+	d.logger.Info(msg)
 }
 
 // request reads what the server's bind asks for. It answers the binds
@@ -200,7 +311,7 @@ func (d *director) request(c *nsutil.BindCall) (req forward.BindRequest, sfd int
 		l.Continue(c)
 		return req, -1, opts, false
 	}
-	return forward.BindRequest{Proto: proto, Addr: addr, ReusePort: opts.ReusePort()}, sfd, opts, true
+	return forward.BindRequest{Proto: proto, Addr: addr, ReusePort: opts.ReusePort(), V6Only: opts.V6Only}, sfd, opts, true
 }
 
 // relay starts the helper's relay of host socket i to the server inside.

@@ -97,3 +97,29 @@ func TestHandovers(t *testing.T) {
 		})
 	}
 }
+
+// Where the native path is not available, only the host sockets that
+// listen are relayed: the catch-all takes both families, and a family
+// socket never listens then. UDP relayed for the whole run is relayed from
+// the start and never given.
+func TestHandoversNativeFallback(t *testing.T) {
+	socks := []forward.Published{
+		{Proto: forward.TCP, Host: netip.MustParseAddrPort("[::]:8080"), Inside: 80, Role: forward.RoleCatchAll},
+		{Proto: forward.TCP, Host: netip.MustParseAddrPort("127.0.0.1:8080"), Inside: 80, Role: forward.RoleFamily},
+		{Proto: forward.TCP, Host: netip.MustParseAddrPort("[::1]:8080"), Inside: 80, Role: forward.RoleFamily},
+		{Proto: forward.UDP, Host: netip.MustParseAddrPort("127.0.0.1:5353"), Inside: 53, Fixed: true},
+	}
+	r := &recorder{}
+	s := newHandovers(socks, r, func(string, int, error) {})
+	s.relayFixed()
+	s.relayWaiting()
+	if want := []string{"relay 3", "relay 0"}; !slices.Equal(r.calls, want) {
+		t.Errorf("calls %q, want %q", r.calls, want)
+	}
+	want := []forward.HandoverState{forward.Relayed, forward.Waiting, forward.Waiting, forward.Relayed}
+	for i, w := range want {
+		if got := s.h.State(i); got != w {
+			t.Errorf("socket %d is %v, want %v", i, got, w)
+		}
+	}
+}

@@ -37,6 +37,7 @@ func (h *helper) startServer() (*nsutil.Server, error) {
 		if notify, notifyExec, err = nsutil.BindNotifyPair(); err != nil {
 			return nil, err
 		}
+		h.dir.sendTrapConfig(notify)
 		args = append(args, execDirect)
 		execFiles = append(execFiles, notifyExec)
 	}

@@ -46,6 +46,14 @@ func (o *outbound) add(m nsutil.Sockets, files []*os.File) {
 	o.pool.Add(forward.SocketKind(m.Kind), files)
 }
 
+// hostPool is the pool of host sockets; nil for a nil o.
+func (o *outbound) hostPool() *forward.SocketPool {
+	if o == nil {
+		return nil
+	}
+	return o.pool
+}
+
 // logTotals logs what outbound connections moved, at debug level.
 func (o *outbound) logTotals(logger *slog.Logger) {
 	if o == nil {
@@ -90,7 +98,13 @@ func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.
 		}
 		logger.Debug("mounted --resolv-conf over /etc/resolv.conf", "file", cfg.ResolvConf)
 	}
+	// The pool serves the native path's inside view too (director_view_linux.go),
+	// which reaches only the published host sockets, also when isolated; it
+	// asks the parent for sockets when first used.
 	o := &outbound{stats: new(forward.Stats), budget: budget}
+	o.pool = &forward.SocketPool{Refill: func(kind forward.SocketKind, n int) error {
+		return ctrl.Send(nsutil.WantSockets{Kind: string(kind), N: n})
+	}}
 	if cfg.Isolated {
 		logger.Debug("isolated: no way out of the namespace")
 		return o, nil
@@ -106,9 +120,6 @@ func startOutbound(ctx context.Context, cfg nsutil.OutboundConfig, ctrl *nsutil.
 		w.close()
 		return nil, err
 	}
-	o.pool = &forward.SocketPool{Refill: func(kind forward.SocketKind, n int) error {
-		return ctrl.Send(nsutil.WantSockets{Kind: string(kind), N: n})
-	}}
 	o.pool.Fill()
 	o.serve(ctx, w, wg, logger)
 	logger.Debug("outbound connections through host sockets", "forwards", len(cfg.Forwards))

@@ -2,11 +2,18 @@ package helper
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/nsbind/nsbind/forward"
 	"github.com/nsbind/nsbind/nsutil"
@@ -45,6 +52,63 @@ func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, diale
 	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
 }
 
+// refusals passes dials on and notices a client the server refused for as
+// long as the relay waits (forward.TCPRelay retries a refused dial for
+// --connect-timeout, then resets the client): nothing inside listens on
+// that port, which nsbind then says once per port.
+type refusals struct {
+	insideDialer
+	socks  []nsutil.SocketConfig
+	wait   time.Duration
+	logger *slog.Logger
+
+	mu    sync.Mutex
+	first map[netip.AddrPort]time.Time // a client's first refused dial
+	said  map[uint16]bool
+}
+
+// maxRefused bounds the clients refusals remembers.
+const maxRefused = 4096
+
+// lastRetry is how long before the relay gives up a dial counts as its
+// last: the relay retries at least every 100 ms.
+const lastRetry = 150 * time.Millisecond
+
+func (r *refusals) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	c, err := r.insideDialer.DialTCP(ctx, client, port)
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	if err == nil || refused {
+		r.note(client, port, refused)
+	}
+	return c, err
+}
+
+func (r *refusals) note(client netip.AddrPort, port uint16, refused bool) {
+	r.mu.Lock()
+	if !refused || r.said[port] {
+		delete(r.first, client)
+		r.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	first, ok := r.first[client]
+	if !ok {
+		if len(r.first) >= maxRefused {
+			clear(r.first)
+		}
+		first = now
+		r.first[client] = now
+	}
+	if now.Sub(first) < r.wait-lastRetry {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.first, client)
+	r.said[port] = true
+	r.mu.Unlock()
+	r.logger.Info(nothingListens(r.socks, port))
+}
+
 // insideDialer opens the inside legs of TCP connections and UDP flows.
 type insideDialer interface {
 	forward.Dialer
@@ -57,6 +121,12 @@ type insideDialer interface {
 // header the server reads the client from the header; UDP flows then still
 // come from the client's address.
 func chooseDialer(cfg nsutil.HelperConfig, logger *slog.Logger) insideDialer {
+	d := chooseInsideDialer(cfg, logger)
+	return &refusals{insideDialer: d, socks: cfg.Sockets, wait: cfg.ConnectTimeout, logger: logger,
+		first: make(map[netip.AddrPort]time.Time), said: make(map[uint16]bool)}
+}
+
+func chooseInsideDialer(cfg nsutil.HelperConfig, logger *slog.Logger) insideDialer {
 	if cfg.SourceAddress != "client" || len(cfg.Sockets) == 0 {
 		return forward.LoopbackDialer{}
 	}
@@ -84,4 +154,71 @@ type proxyDialer struct {
 
 func (d proxyDialer) DialUDP(ctx context.Context, client, server netip.AddrPort) (*net.UDPConn, error) {
 	return d.udp.DialUDP(ctx, client, server)
+}
+
+// nothingListens is what nsbind says, once per port, when the clients of
+// a published TCP port are reset because nothing inside listens on it: the
+// port, where it is published, and the ports the server does listen on
+// (a docker-order slip, -p 18080:8000 for a server on 8000, shows here).
+func nothingListens(socks []nsutil.SocketConfig, port uint16) string {
+	var hosts []string
+	for _, s := range nsutil.Announced(socks) {
+		if s.Inside == port && s.Proto == string(forward.TCP) {
+			hosts = append(hosts, s.Host.String())
+		}
+	}
+	msg := fmt.Sprintf("nothing inside listens on port %d (published on %s): its clients are reset after --connect-timeout", port, strings.Join(hosts, " and "))
+	var other []string
+	for _, p := range insideListeners() {
+		if p != port {
+			other = append(other, strconv.Itoa(int(p)))
+		}
+	}
+	switch len(other) {
+	case 0:
+	case 1:
+		msg += "; the server listens on port " + other[0]
+	default:
+		msg += "; the server listens on ports " + strings.Join(other, ", ")
+	}
+	return msg
+}
+
+// insideListeners are the TCP ports something listens on in the helper's
+// network namespace, from /proc/net/tcp and tcp6, but for the helper's own
+// listeners (outbound, inside views); sorted, each once.
+func insideListeners() []uint16 {
+	own := make(map[string]bool)
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+		for _, fd := range fds {
+			if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil {
+				if ino, ok := strings.CutPrefix(link, "socket:["); ok {
+					own[strings.TrimSuffix(ino, "]")] = true
+				}
+			}
+		}
+	}
+	seen := make(map[uint16]bool)
+	var ports []uint16
+	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" || own[f[9]] {
+				continue
+			}
+			_, hexPort, ok := strings.Cut(f[1], ":")
+			p, err := strconv.ParseUint(hexPort, 16, 16)
+			if !ok || err != nil || seen[uint16(p)] {
+				continue
+			}
+			seen[uint16(p)] = true
+			ports = append(ports, uint16(p))
+		}
+	}
+	slices.Sort(ports)
+	return ports
 }

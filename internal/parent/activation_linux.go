@@ -50,7 +50,7 @@ func (r *run) bindPublished() ([]forward.HostSocket, error) {
 		return nil, err
 	}
 	r.inherited = nil
-	bound, err := forward.Bind(rest, r.Logger)
+	bound, err := forward.Bind(rest, r.cfg.Direct, r.Logger)
 	if err != nil {
 		forward.CloseAll(claimed)
 		return nil, err

@@ -35,11 +35,34 @@ type hostRelays struct {
 	// lns are the host sockets relayed now (a *net.TCPListener or a
 	// *net.UDPConn); closing one stops its relay.
 	lns map[int]io.Closer
+	// stats count what the relays of each socket moved (--stats).
+	stats map[int]*forward.Stats
+}
+
+// counters are the counters of every socket relayed so far.
+func (p *hostRelays) counters() map[int]*forward.Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[int]*forward.Stats, len(p.stats))
+	for i, s := range p.stats {
+		out[i] = s
+	}
+	return out
+}
+
+// statsFor is socket i's counters, made on first use.
+func (p *hostRelays) statsFor(i int) *forward.Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stats[i] == nil {
+		p.stats[i] = new(forward.Stats)
+	}
+	return p.stats[i]
 }
 
 func newHostRelays(ctx context.Context, ctrl *nsutil.Ctrl, cfg nsutil.HelperConfig, logger *slog.Logger) *hostRelays {
 	return &hostRelays{ctx: ctx, ctrl: ctrl, socks: cfg.Sockets, wait: cfg.ConnectTimeout,
-		udpTimeout: cfg.UDPTimeout, udpMaxFlows: cfg.UDPMaxFlows, logger: logger, lns: make(map[int]io.Closer)}
+		udpTimeout: cfg.UDPTimeout, udpMaxFlows: cfg.UDPMaxFlows, logger: logger, lns: make(map[int]io.Closer), stats: make(map[int]*forward.Stats)}
 }
 
 // stop stops relaying m.Socket and tells the helper so. Connections
@@ -85,7 +108,7 @@ func (p *hostRelays) relay(m nsutil.Relay, files []*os.File) error {
 			ln.Close()
 			return fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
-		r := &forward.TCPRelay{Port: to.Port(), Dialer: dialer, Wait: p.wait, Logger: p.logger}
+		r := &forward.TCPRelay{Port: to.Port(), Dialer: dialer, Wait: p.wait, Logger: p.logger, Stats: p.statsFor(m.Socket)}
 		sock, serve = tl, func() error { return r.Serve(p.ctx, tl) }
 	case forward.UDP:
 		pc, err := net.FilePacketConn(files[0])
@@ -97,7 +120,7 @@ func (p *hostRelays) relay(m nsutil.Relay, files []*os.File) error {
 			pc.Close()
 			return fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
-		r := &forward.UDPRelay{Port: to.Port(), Dialer: dialer, Timeout: p.udpTimeout, MaxFlows: p.udpMaxFlows, Logger: p.logger}
+		r := &forward.UDPRelay{Port: to.Port(), Dialer: dialer, Timeout: p.udpTimeout, MaxFlows: p.udpMaxFlows, Logger: p.logger, Stats: p.statsFor(m.Socket)}
 		sock, serve = uc, func() error { return r.Serve(p.ctx, uc) }
 	default:
 		return fmt.Errorf("using host socket %s: unknown protocol %s", sc.Host, sc.Proto)

@@ -274,7 +274,7 @@ func (ih *instanceHandler) PortAdd(args []string) ([]instance.Socket, error) {
 	if err != nil {
 		return nil, ih.describe(err)
 	}
-	socks, err := forward.Bind(bindings, ih.r.Logger)
+	socks, err := forward.Bind(bindings, false, ih.r.Logger) // an added port is relayed
 	if err != nil {
 		return nil, ih.describe(err)
 	}

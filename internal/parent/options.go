@@ -36,7 +36,10 @@ type Options struct {
 	// to let nsbind choose.
 	Veth             bool
 	Subnet4, Subnet6 netip.Prefix
-	Direct           bool
+	// Direct is the native path for TCP (the default); DirectUDP for UDP
+	// too (--direct-udp).
+	Direct    bool
+	DirectUDP bool
 	// SocketActivation is --socket-activation: the server gets the host
 	// sockets at descriptors 3.. with LISTEN_FDS, the systemd way.
 	SocketActivation bool

@@ -28,7 +28,7 @@ func writePortsFile(path string, socks []nsutil.SocketConfig) (remove func(), er
 		return nil, fmt.Errorf("--ports-file %s is %s, not a regular file: nsbind replaces only a file (or creates one); give the path of a file of its own", path, kindOf(fi.Mode()))
 	}
 	entries := make([]PortEntry, 0, len(socks))
-	for _, s := range socks {
+	for _, s := range nsutil.Announced(socks) {
 		entries = append(entries, PortEntry{Proto: s.Proto, InsidePort: s.Inside, HostIP: s.Host.Addr().String(), HostPort: s.Host.Port()})
 	}
 	b, err := json.MarshalIndent(entries, "", "  ")

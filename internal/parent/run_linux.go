@@ -43,7 +43,7 @@ type run struct {
 
 // Run does the parent's part of a run and returns nsbind's exit status.
 func Run(o Options) int {
-	r := &run{Options: o, result: -1, stats: statsCollector{}}
+	r := &run{Options: o, result: -1}
 	// nsbind's stderr may be a pipe that closes before the run ends (| head):
 	// a write to a closed fd 2 must fail with EPIPE, not end nsbind with
 	// SIGPIPE (Go's default unless the program handles the signal), which
@@ -83,6 +83,9 @@ func Run(o Options) int {
 		return r.fail(err)
 	}
 	defer r.inst.close()
+	if r.Stats && r.cfg.Direct {
+		r.stats.primeNative(r.cfg.Sockets)
+	}
 	if r.Veth {
 		if err := r.prepareVeth(); err != nil {
 			return r.fail(err)
@@ -114,6 +117,10 @@ func Run(o Options) int {
 	ctx, stopHostRelays := context.WithCancel(context.Background())
 	defer stopHostRelays()
 	r.relays = newHostRelays(ctx, r.h.Ctrl, r.cfg, r.Logger)
+	r.stats.relays = r.relays
+	if r.Stats && r.cfg.Direct {
+		r.stats.countNative(ctx)
+	}
 	return r.watch(sigs)
 }
 
@@ -164,6 +171,7 @@ func (r *run) plan() error {
 		UDPTimeout:     r.UDPTimeout,
 		UDPMaxFlows:    r.UDPMaxFlows,
 		Direct:         r.Direct && len(bindings) > 0,
+		DirectUDP:      r.Direct && r.DirectUDP,
 		CPUProfile:     r.CPUProfile,
 		Confine:        r.Confine,
 	}
@@ -190,7 +198,8 @@ func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 		return nil, err
 	}
 	for _, s := range socks {
-		r.cfg.Sockets = append(r.cfg.Sockets, nsutil.SocketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside})
+		r.cfg.Sockets = append(r.cfg.Sockets, nsutil.SocketConfig{Proto: string(s.Proto), Host: s.Addr, Inside: s.Inside,
+			Role: string(s.Role), Hidden: s.Hidden})
 	}
 	return socks, nil
 }

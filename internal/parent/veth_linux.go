@@ -77,7 +77,7 @@ func (v *vethRun) attach(h *nsutil.Helper, socks []nsutil.SocketConfig, quiet bo
 	}
 	rules := nsutil.HostRules{Veth: v.veth, Fwd: fwd}
 	for _, s := range socks {
-		rules.Ports = append(rules.Ports, nsutil.PublishedPort(s))
+		rules.Ports = append(rules.Ports, nsutil.PublishedPort{Proto: s.Proto, Host: s.Host, Inside: s.Inside})
 	}
 	v.table, err = nsutil.InstallHostRules(rules)
 	if err != nil {

@@ -143,7 +143,7 @@ func (r *run) announce() {
 		if name := r.inst.name(); name != "" {
 			fmt.Fprintf(r.Stderr, "nsbind: instance %s (nsbind ps, nsbind exec %s COMMAND)\n", name, name)
 		}
-		for _, c := range r.cfg.Sockets {
+		for _, c := range nsutil.Announced(r.cfg.Sockets) {
 			fmt.Fprintf(r.Stderr, "nsbind: %s → :%d/%s\n", c.Host, c.Inside, c.Proto)
 		}
 	}

@@ -2,6 +2,12 @@
 // scripts/bench.sh:
 //
 //	benchserver serve -http ADDR -udp ADDR     HTTP ("hello") and UDP echo
+//	benchserver serve -shape N -http PORT -sink PORT
+//	                                           HTTP, and a TCP sink that reads and
+//	                                           discards, on sockets of shape N (1 one
+//	                                           dual-stack [::], 2 0.0.0.0 and [::]
+//	                                           IPv6-only, 3 0.0.0.0 only)
+//	benchserver blast -addr ADDR -d 3s         Gbit/s sent to a sink over one connection
 //	benchserver udpping -addr ADDR -d 3s -c 4  UDP echo round trips per second
 //	benchserver hold -addr ADDR -n 10000       hold N idle TCP connections until stdin closes
 //	benchserver startup -url URL -- CMD...     ms from starting CMD to its first HTTP answer
@@ -40,6 +46,8 @@ func main() {
 		err = udpping(os.Args[2:])
 	case "hold":
 		err = hold(os.Args[2:])
+	case "blast":
+		err = blast(os.Args[2:])
 	case "startup":
 		err = startup(os.Args[2:])
 	default:
@@ -55,7 +63,27 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	httpAddr := fs.String("http", ":80", "HTTP address")
 	udpAddr := fs.String("udp", "", "UDP echo address (empty: none)")
+	shape := fs.String("shape", "", "listen on -http and -sink (ports) as server socket shape 1, 2 or 3")
+	sink := fs.String("sink", "", "with -shape: the port of a TCP sink")
+	iperf := fs.String("iperf3", "", "also run iperf3 -s on this port (with -shape 3 on 0.0.0.0 only), as a child")
 	fs.Parse(args)
+	if *iperf != "" {
+		// A child, so that the command nsbind runs is this Go binary
+		// itself: nsbind traps getsockname for other programs when the
+		// host port differs from the inside port (README, Performance).
+		iargs := []string{"-s", "-p", *iperf}
+		if *shape == "3" {
+			iargs = append(iargs, "-B", "0.0.0.0")
+		}
+		cmd := exec.Command("iperf3", iargs...)
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		defer cmd.Process.Kill()
+	}
+	if *shape != "" {
+		return serveShape(*shape, *httpAddr, *sink)
+	}
 	if *udpAddr != "" {
 		pc, err := net.ListenPacket(network("udp", *udpAddr), *udpAddr)
 		if err != nil {
@@ -210,5 +238,96 @@ func startup(args []string) error {
 	}
 	sort.Float64s(times)
 	fmt.Printf("%.1f\n", times[len(times)/2])
+	return nil
+}
+
+// shapeListeners listens on port as server socket shape does.
+func shapeListeners(shape, port string) ([]net.Listener, error) {
+	var addrs [][2]string
+	switch shape {
+	case "1":
+		addrs = [][2]string{{"tcp", ":" + port}}
+	case "2":
+		addrs = [][2]string{{"tcp4", "0.0.0.0:" + port}, {"tcp6", "[::]:" + port}}
+	case "3":
+		addrs = [][2]string{{"tcp4", "0.0.0.0:" + port}}
+	default:
+		return nil, fmt.Errorf("unknown shape %q", shape)
+	}
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen(a[0], a[1])
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// serveShape serves HTTP on httpPort and a sink on sinkPort, each on the
+// sockets of shape.
+func serveShape(shape, httpPort, sinkPort string) error {
+	body := []byte("hello\n")
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})
+	lns, err := shapeListeners(shape, httpPort)
+	if err != nil {
+		return err
+	}
+	if sinkPort != "" {
+		sinks, err := shapeListeners(shape, sinkPort)
+		if err != nil {
+			return err
+		}
+		for _, ln := range sinks {
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						io.Copy(io.Discard, c)
+						c.Close()
+					}()
+				}
+			}()
+		}
+	}
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- http.Serve(ln, h) }()
+	}
+	return <-errs
+}
+
+// blast sends as fast as it can to a sink for d over one connection and
+// prints Gbit/s.
+func blast(args []string) error {
+	fs := flag.NewFlagSet("blast", flag.ExitOnError)
+	addr := fs.String("addr", "", "sink address")
+	d := fs.Duration("d", 3*time.Second, "duration")
+	fs.Parse(args)
+	c, err := net.Dial("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 128<<10)
+	var n int64
+	start := time.Now()
+	deadline := start.Add(*d)
+	c.SetWriteDeadline(deadline)
+	for time.Now().Before(deadline) {
+		m, err := c.Write(buf)
+		n += int64(m)
+		if err != nil {
+			break
+		}
+	}
+	fmt.Printf("%.2f\n", float64(n)*8/time.Since(start).Seconds()/1e9)
 	return nil
 }
