@@ -350,7 +350,8 @@ func bindNative(group []Binding, logger *slog.Logger) ([]HostSocket, error) {
 	if err != nil {
 		return nil, &BindError{Binding: b0, Err: err}
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err == nil {
+	// Not := here: a failed listen must reach the check below.
+	if err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err == nil {
 		err = unix.Listen(fd, unix.SOMAXCONN)
 	}
 	if err != nil {

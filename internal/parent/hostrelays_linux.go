@@ -75,7 +75,7 @@ func (p *hostRelays) stop(m nsutil.Unrelay) {
 	if ln != nil {
 		ln.Close()
 	}
-	p.ctrl.Send(nsutil.Unrelayed{Socket: m.Socket})
+	p.ctrl.Send(nsutil.Unrelayed(m))
 }
 
 // start relays the host socket that came with m, files[0], to m.Target.
