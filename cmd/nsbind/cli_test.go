@@ -131,7 +131,7 @@ func TestUnknownArguments(t *testing.T) {
 	}{
 		{nil, "Usage:"},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"rn"}, "Did you mean this?\n\trun"},
+		{[]string{"rn"}, "Did you mean this?\n"}, {[]string{"rn"}, "\trun\n"},
 		{[]string{"--frobnicate"}, "unknown flag: --frobnicate"},
 		{[]string{"version", "foo"}, `version takes no arguments, got ["foo"]`},
 		{[]string{"version", "--jsn"}, "unknown flag: --jsn"},

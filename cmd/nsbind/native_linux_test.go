@@ -151,8 +151,7 @@ func TestNativeEarlyClient(t *testing.T) {
 		t.Run("shape "+shape, func(t *testing.T) {
 			// The server starts binding once the test creates the gate
 			// file, so the clients come before it binds.
-			dir := t.TempDir()
-			os.Chmod(dir, 0o755)
+			dir := serverTempDir(t) // the server may run as the test user
 			gate := filepath.Join(dir, "gate")
 			r := startNsbind(t, "--direct", "-p", "7:0", "--", "/bin/sh", "-c",
 				`while [ ! -e "$2" ]; do sleep 0.02; done; exec "$0" __server shape "$1" 7`, os.Args[0], shape, gate)

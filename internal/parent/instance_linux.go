@@ -439,9 +439,34 @@ func (ih *instanceHandler) PortList() []instance.Socket {
 func (ih *instanceHandler) list(native map[int]bool) []instance.Socket {
 	ih.mu.Lock()
 	defer ih.mu.Unlock()
-	out := make([]instance.Socket, len(ih.socks))
-	for i, p := range ih.socks {
-		out[i] = p.socket(native)
+	native = ih.shownNative(native)
+	out := make([]instance.Socket, 0, len(ih.socks))
+	for _, p := range ih.socks {
+		if !p.sc.Hidden {
+			out = append(out, p.socket(native))
+		}
+	}
+	return out
+}
+
+// shownNative is native extended to the sockets the commands show: the
+// native path's catch-all beside a default spec's two addresses is not
+// shown (nsutil.Announced), so when the server holds it, the addresses of
+// its port count as native. ih.mu is held.
+func (ih *instanceHandler) shownNative(native map[int]bool) map[int]bool {
+	type port struct {
+		proto  string
+		inside uint16
+	}
+	held := make(map[port]bool)
+	for _, p := range ih.socks {
+		if p.sc.Hidden && native[p.index] {
+			held[port{p.sc.Proto, p.sc.Inside}] = true
+		}
+	}
+	out := make(map[int]bool, len(native))
+	for _, p := range ih.socks {
+		out[p.index] = native[p.index] || held[port{p.sc.Proto, p.sc.Inside}]
 	}
 	return out
 }
@@ -485,11 +510,15 @@ func (ih *instanceHandler) Stats() []instance.SocketStats {
 	native, stats := ih.counters(askTimeout)
 	ih.mu.Lock()
 	defer ih.mu.Unlock()
-	out := make([]instance.SocketStats, len(ih.socks))
-	for i, p := range ih.socks {
+	native = ih.shownNative(native)
+	out := make([]instance.SocketStats, 0, len(ih.socks))
+	for _, p := range ih.socks {
+		if p.sc.Hidden {
+			continue
+		}
 		s := stats[p.index]
-		out[i] = instance.SocketStats{Socket: p.socket(native), Conns: s.Conns, Active: s.Active, Failed: s.Failed,
-			BytesIn: s.BytesIn, BytesOut: s.BytesOut, Datagrams: s.Datagrams}
+		out = append(out, instance.SocketStats{Socket: p.socket(native), Conns: s.Conns, Active: s.Active, Failed: s.Failed,
+			BytesIn: s.BytesIn, BytesOut: s.BytesOut, Datagrams: s.Datagrams})
 	}
 	return out
 }
