@@ -188,10 +188,14 @@ const fdSlack = 16
 func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 	// Go's runtime has raised the soft limit to the hard one already;
 	// nsbind itself never raises the hard limit.
+	n := len(r.bindings)
+	if r.cfg.Direct {
+		n += nativeCatchAlls(r.bindings)
+	}
 	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && uint64(len(r.bindings))+fdSlack > lim.Cur {
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && uint64(n)+fdSlack > lim.Cur {
 		return nil, fmt.Errorf("publishing %d host sockets needs about %d descriptors, but nsbind may open at most %d (ulimit -Hn): raise the hard limit, e.g. as root: prlimit --nofile=%d:%d -- nsbind run ..., or LimitNOFILE=%d in a systemd unit",
-			len(r.bindings), len(r.bindings)+fdSlack, lim.Cur, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024, 2*len(r.bindings)+1024)
+			n, n+fdSlack, lim.Cur, 2*n+1024, 2*n+1024, 2*n+1024)
 	}
 	socks, err := r.bindPublished()
 	if err != nil {
@@ -202,4 +206,20 @@ func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 			Role: string(s.Role), Hidden: s.Hidden})
 	}
 	return socks, nil
+}
+
+// nativeCatchAlls is the number of catch-all sockets the native path binds
+// beside the bindings' own (forward.Bind): one per published TCP port but
+// for a spec of one IPv6 address.
+func nativeCatchAlls(bs []forward.Binding) int {
+	n := 0
+	for _, b := range bs {
+		a := b.Host.Addr()
+		if b.Proto == forward.TCP && a.Is4() {
+			n++ // the first of the default pair, 0.0.0.0, or one IPv4 address
+		} else if b.Proto == forward.TCP && a.IsUnspecified() {
+			n++ // [::]: its catch-all, and the IPv4 socket beside it
+		}
+	}
+	return n
 }
