@@ -40,6 +40,29 @@ func TestManyPortsStart(t *testing.T) {
 	}
 }
 
+// A publication whose native-path sockets do not fit under the descriptor
+// limit, while the relay's do, is relayed with one line saying why, rather
+// than refused: 120 ports are 360 host sockets on the native path (a
+// catch-all and two family sockets each) and 240 through the relay.
+func TestManyPortsFallBackToRelay(t *testing.T) {
+	requireUserns(t)
+	if relayMode() {
+		t.Skip("the relay pass relays every port anyway")
+	}
+	prlimit := needProgram(t, "prlimit")
+	cmd := nsbindCmd("run", "-p", "10000-10119:0", "true")
+	cmd.Args = append([]string{prlimit, "--nofile=300:300", "--"}, cmd.Args...)
+	cmd.Path = prlimit
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := runBounded(cmd, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(stderr.String(), "nsbind: relaying the published ports: the native path needs 360 host sockets") {
+		t.Fatalf("exit %d, stderr %q; want 0 and the line that says the ports are relayed", code, stderr.String())
+	}
+}
+
 // The role of a process is not the user's to choose: nsbind's old and
 // internal variables in the environment change nothing of a run, and the
 // server still sees none of them.

@@ -189,11 +189,22 @@ func (r *run) bindHostSockets() ([]forward.HostSocket, error) {
 	// Go's runtime has raised the soft limit to the hard one already;
 	// nsbind itself never raises the hard limit.
 	n := len(r.bindings)
-	if r.cfg.Direct {
-		n += nativeCatchAlls(r.bindings)
-	}
 	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil && uint64(n)+fdSlack > lim.Cur {
+	limErr := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	if r.cfg.Direct && !r.SocketActivation {
+		native := n + nativeCatchAlls(r.bindings)
+		if limErr == nil && uint64(native)+fdSlack > lim.Cur && uint64(n)+fdSlack <= lim.Cur {
+			// The native path's catch-alls do not fit under the limit,
+			// the relay's sockets do: relay rather than fail.
+			if !r.Quiet {
+				fmt.Fprintf(r.Stderr, "nsbind: relaying the published ports: the native path needs %d host sockets, more than the descriptor limit allows (%d, ulimit -Hn); the relay needs %d\n", native, lim.Cur, n)
+			}
+			r.cfg.Direct, r.cfg.DirectUDP = false, false
+		} else {
+			n = native
+		}
+	}
+	if limErr == nil && uint64(n)+fdSlack > lim.Cur {
 		return nil, fmt.Errorf("publishing %d host sockets needs about %d descriptors, but nsbind may open at most %d (ulimit -Hn): raise the hard limit, e.g. as root: prlimit --nofile=%d:%d -- nsbind run ..., or LimitNOFILE=%d in a systemd unit",
 			n, n+fdSlack, lim.Cur, 2*n+1024, 2*n+1024, 2*n+1024)
 	}
