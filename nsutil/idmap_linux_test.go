@@ -282,8 +282,19 @@ func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int, own bool) (end f
 	started, done := make(chan error), make(chan struct{})
 	end = sync.OnceFunc(func() { close(done) })
 	t.Cleanup(end)
-	go func() {
+	var fork func()
+	fork = func() {
 		runtime.LockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread never exits (Go wedges it when a locked
+			// goroutine ends there), so a child forked from it would
+			// never get its parent-death signal: fork from another
+			// thread, while this goroutine keeps the main thread.
+			go fork()
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
 		if groups == nil {
 			started <- cmd.Start()
 			<-done
@@ -299,7 +310,8 @@ func startWithGroups(t *testing.T, cmd *exec.Cmd, groups []int, own bool) (end f
 		}
 		started <- cmd.Start()
 		<-done
-	}()
+	}
+	go fork()
 	return end, <-started
 }
 
