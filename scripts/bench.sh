@@ -142,7 +142,14 @@ if [ "$native" = 1 ]; then
   # Modes are interleaved round by round.
   nmodes=(direct native)
   # nstart MODE SHAPE: sets HP (HTTP), SP (sink), IP (iperf3), SERVER_PID.
-  nstart() {
+  nstart() { # a port picked free may be taken meanwhile: try again
+    for _ in 1 2 3; do
+      nstart_once "$@" && return 0
+      stop_mode
+    done
+    return 1
+  }
+  nstart_once() {
     MODE=$1
     HP=$(free_port) SP=$(free_port) IP=$(free_port)
     # The Go server is the command itself (it starts iperf3): nsbind does
@@ -155,7 +162,7 @@ if [ "$native" = 1 ]; then
     fi
     SERVER_PID=$!
     pids+=("$SERVER_PID")
-    wait_http "$HP"
+    wait_http "$HP" || return 1
     # iperf3 starts beside the HTTP server: wait for it too (bounded).
     for _ in $(seq 500); do
       (exec 3<>/dev/tcp/127.0.0.1/$IP) 2>/dev/null && break
