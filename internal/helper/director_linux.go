@@ -322,7 +322,7 @@ func (d *director) relay(i int) (func(), error) {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(nfd), sc.Host.String())
-	serve, err := relayFor(sc, f, d.cfg, d.dialer, d.stats[i], d.logger, d.budget)
+	serve, _, err := relayFor(sc, f, d.cfg, d.dialer, d.stats[i], d.logger, d.budget)
 	f.Close()
 	if err != nil {
 		return nil, err

@@ -118,41 +118,15 @@ func (h *helper) openPorts(m nsutil.PortOpen, files []*os.File) error {
 }
 
 // addedRelay makes the relay of an added host socket f to the server
-// inside, as relayFor does for those of the start, keeping the socket in
-// p so that closePorts can close it.
+// inside, as for those of the start (relayFor, its UDP flows in the same
+// budget), keeping the socket in p so that closePorts can close it.
 func (h *helper) addedRelay(p *addedPort, f *os.File) (func(context.Context) error, error) {
-	sc := p.sc
-	switch forward.Proto(sc.Proto) {
-	case forward.TCP:
-		ln, err := net.FileListener(f)
-		if err != nil {
-			return nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
-		}
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			ln.Close()
-			return nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
-		}
-		r := &forward.TCPRelay{Port: sc.Inside, Dialer: h.dialer, Wait: h.cfg.ConnectTimeout, Logger: h.logger,
-			ProxyProtocol: h.cfg.ProxyProtocol, Stats: p.stats}
-		p.sock = tl
-		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
-	case forward.UDP:
-		pc, err := net.FilePacketConn(f)
-		if err != nil {
-			return nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
-		}
-		uc, ok := pc.(*net.UDPConn)
-		if !ok {
-			pc.Close()
-			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
-		}
-		r := &forward.UDPRelay{Port: sc.Inside, Dialer: h.dialer,
-			Timeout: h.cfg.UDPTimeout, MaxFlows: h.cfg.UDPMaxFlows, Logger: h.logger, Stats: p.stats}
-		p.sock = uc
-		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
+	serve, sock, err := relayFor(p.sc, f, h.cfg, h.dialer, p.stats, h.logger, h.budget)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported", sc.Host, sc.Proto)
+	p.sock = sock
+	return serve, nil
 }
 
 // closePorts closes the added host sockets of m, all or none.

@@ -171,7 +171,7 @@ func (h *helper) relayPublished() error {
 	}
 	for i, sc := range h.cfg.Sockets {
 		f := os.NewFile(uintptr(nsutil.FirstFD+i), sc.Host.String())
-		serve, err := relayFor(sc, f, h.cfg, h.dialer, h.stats[i], h.logger, h.budget)
+		serve, _, err := relayFor(sc, f, h.cfg, h.dialer, h.stats[i], h.logger, h.budget)
 		f.Close()
 		if err != nil {
 			return err

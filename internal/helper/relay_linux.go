@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -19,37 +20,38 @@ import (
 	"github.com/nsbind/nsbind/nsutil"
 )
 
-// relayFor makes the relay of one inherited host socket to the server
-// inside: forward's TCPRelay or UDPRelay, whose flows share budget.
-func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger, budget *forward.FlowBudget) (func(context.Context) error, error) {
+// relayFor makes the relay of one host socket to the server inside:
+// forward's TCPRelay or UDPRelay, whose flows share budget. It returns the
+// socket it serves too, for a relay that is stopped by closing it.
+func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger, budget *forward.FlowBudget) (func(context.Context) error, io.Closer, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
 		ln, err := net.FileListener(f)
 		if err != nil {
-			return nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
+			return nil, nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
 		}
 		tl, ok := ln.(*net.TCPListener)
 		if !ok {
 			ln.Close()
-			return nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
+			return nil, nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
 		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol, Stats: stats}
-		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, nil
+		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, tl, nil
 	case forward.UDP:
 		pc, err := net.FilePacketConn(f)
 		if err != nil {
-			return nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
+			return nil, nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
 		}
 		uc, ok := pc.(*net.UDPConn)
 		if !ok {
 			pc.Close()
-			return nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
+			return nil, nil, fmt.Errorf("using host socket %s: not a UDP socket", sc.Host)
 		}
 		r := &forward.UDPRelay{Port: sc.Inside, Dialer: dialer,
 			Timeout: cfg.UDPTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: logger, Stats: stats, Budget: budget}
-		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, nil
+		return func(ctx context.Context) error { return r.Serve(ctx, uc) }, uc, nil
 	}
-	return nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
+	return nil, nil, fmt.Errorf("using host socket %s: protocol %s is not supported yet", sc.Host, sc.Proto)
 }
 
 // refusals passes dials on and notices a client the server refused for as
