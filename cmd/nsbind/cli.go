@@ -7,15 +7,20 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+
+	"github.com/nsbind/nsbind/internal/helptext"
 )
 
 // The command line is one cobra command tree (newCLI): it parses the
 // arguments and dispatches, and the same definitions are each command's
 // help, the shell completion (nsbind completion) and the man page
-// (man.go, docs/nsbind.1). Every command returns its exit status through
-// the tree's status; an error cobra or a command returns is nsbind's own
-// failure, status 125.
+// (internal/manpage, docs/nsbind.1). Every command returns its exit status
+// through the tree's status; an error cobra or a command returns is
+// nsbind's own failure, status 125.
+
+// docs/nsbind.1 is manpage.Page of the command tree; TestManPage fails when
+// it is stale, and with -update writes it (scripts/manpage.sh).
+//go:generate go test -run TestManPage -args -update
 
 // run is the CLI: it runs the command args names and returns the exit
 // status.
@@ -128,7 +133,7 @@ func newCLI(stdout, stderr io.Writer, status *int) *cobra.Command {
 		Version: readBuildVersion().String(),
 		// No arguments: the help, as an error.
 		RunE: func(cmd *cobra.Command, args []string) error {
-			writeHelp(stderr, cmd)
+			helptext.Write(stderr, cmd, rootFooter)
 			*status = exitFailed
 			return nil
 		},
@@ -142,7 +147,7 @@ func newCLI(stdout, stderr io.Writer, status *int) *cobra.Command {
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().BoolP("version", "v", false, "print the version")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
-	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) { writeHelp(cmd.OutOrStdout(), cmd) })
+	root.SetHelpFunc(func(cmd *cobra.Command, _ []string) { helptext.Write(cmd.OutOrStdout(), cmd, rootFooter) })
 
 	var ro runOptions
 	runCmd := &cobra.Command{
@@ -234,14 +239,14 @@ the binary was built with (the same line as nsbind --version).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target, rest, err := root.Find(args)
 			if err != nil || len(rest) > 0 || target.Hidden {
-				return fmt.Errorf("no help for %q: the commands are %s", strings.Join(args, " "), strings.Join(commandNames(root), ", "))
+				return fmt.Errorf("no help for %q: the commands are %s", strings.Join(args, " "), strings.Join(helptext.CommandNames(root), ", "))
 			}
 			target.HelpFunc()(target, nil)
 			return nil
 		},
 		ValidArgsFunction: func(_ *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 			var names []string
-			for _, name := range commandNames(root) {
+			for _, name := range helptext.CommandNames(root) {
 				if len(args) == 0 && strings.HasPrefix(name, toComplete) {
 					names = append(names, name)
 				}
@@ -291,152 +296,4 @@ func completeValues(cmd *cobra.Command, values map[string][]string) {
 		}
 		cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(words, cobra.ShellCompDirectiveNoFileComp))
 	}
-}
-
-// commandNames are the names of the commands of root that a user runs.
-func commandNames(root *cobra.Command) []string {
-	var names []string
-	for _, c := range root.Commands() {
-		if c.IsAvailableCommand() || c.Name() == "help" {
-			names = append(names, c.Name())
-		}
-	}
-	return names
-}
-
-// writeHelp writes the help of cmd: its synopsis, description, commands,
-// flags and examples.
-func writeHelp(w io.Writer, cmd *cobra.Command) {
-	var b strings.Builder
-	if cmd.HasParent() {
-		fmt.Fprintf(&b, "Usage: %s\n\n%s\n", cmd.UseLine(), description(cmd))
-	} else {
-		fmt.Fprintf(&b, "%s\n\nUsage:\n  %s COMMAND [ARG...]\n", description(cmd), cmd.Name())
-	}
-	if cmd.HasAvailableSubCommands() {
-		b.WriteString("\nCommands:\n")
-		width := 0
-		for _, name := range commandNames(cmd) {
-			width = max(width, len(name))
-		}
-		for _, c := range cmd.Commands() {
-			if slices.Contains(commandNames(cmd), c.Name()) {
-				fmt.Fprintf(&b, "  %-*s  %s\n", width, c.Name(), c.Short)
-			}
-		}
-	}
-	if cmd.HasAvailableFlags() {
-		b.WriteString("\nFlags:\n")
-		b.WriteString(flagHelp(cmd.Flags()))
-	}
-	if cmd.Example != "" {
-		fmt.Fprintf(&b, "\nExample:\n%s\n", cmd.Example)
-	}
-	if !cmd.HasParent() {
-		fmt.Fprintf(&b, "\n%s\n", rootFooter)
-	}
-	io.WriteString(w, b.String())
-}
-
-// description is cmd's long description, or its short one as a sentence.
-func description(cmd *cobra.Command) string {
-	if cmd.Long != "" {
-		return strings.TrimSpace(cmd.Long)
-	}
-	s := cmd.Short
-	if s == "" {
-		return ""
-	}
-	return strings.ToUpper(s[:1]) + s[1:] + "."
-}
-
-// helpWidth is the width the help is wrapped to, and flagColumn where a
-// flag's description starts.
-const (
-	helpWidth  = 80
-	flagColumn = 32
-)
-
-// flagHelp lists the flags of fs as help text: name and value on the left,
-// the description wrapped beside it (below it when the name is long).
-func flagHelp(fs *pflag.FlagSet) string {
-	var b strings.Builder
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Hidden {
-			return
-		}
-		left := "  " + flagSynopsis(f)
-		lines := wrap(flagDescription(f), helpWidth-flagColumn)
-		if len(left) > flagColumn-2 {
-			fmt.Fprintf(&b, "%s\n", left)
-			left = ""
-		}
-		for i, l := range lines {
-			if i > 0 {
-				left = ""
-			}
-			fmt.Fprintf(&b, "%-*s%s\n", flagColumn, left, l)
-		}
-	})
-	return b.String()
-}
-
-// flagSynopsis is how a flag is written: "-p, --publish string",
-// "    --direct" (no value for a bool), "    --ports-file FILE" (the name
-// in backquotes in its usage); the indent lines up the long names.
-func flagSynopsis(f *pflag.Flag) string {
-	s := "    --" + f.Name
-	if f.Shorthand != "" && f.ShorthandDeprecated == "" {
-		s = "-" + f.Shorthand + ", --" + f.Name
-	}
-	if v := flagValueName(f); v != "" {
-		s += " " + v
-	}
-	return s
-}
-
-// flagValueName is the name of f's value: the word its usage puts in
-// backquotes, else its type; "" for a bool.
-func flagValueName(f *pflag.Flag) string {
-	name, _ := pflag.UnquoteUsage(f)
-	switch name {
-	case "stringArray", "stringSlice":
-		return "string" // repeatable: the usage says so
-	}
-	return name
-}
-
-// flagDescription is f's usage with its default, if it has one worth
-// saying.
-func flagDescription(f *pflag.Flag) string {
-	_, usage := pflag.UnquoteUsage(f)
-	switch f.DefValue {
-	case "", "false", "0", "0s", "[]":
-		return usage
-	}
-	if f.Value.Type() == "string" {
-		return fmt.Sprintf("%s (default %q)", usage, f.DefValue)
-	}
-	return fmt.Sprintf("%s (default %s)", usage, f.DefValue)
-}
-
-// wrap breaks s into lines of at most width bytes at spaces (a longer word
-// keeps its own line).
-func wrap(s string, width int) []string {
-	var lines []string
-	line := ""
-	for _, word := range strings.Fields(s) {
-		if line != "" && len(line)+1+len(word) > width {
-			lines = append(lines, line)
-			line = ""
-		}
-		if line != "" {
-			line += " "
-		}
-		line += word
-	}
-	if line != "" || len(lines) == 0 {
-		lines = append(lines, line)
-	}
-	return lines
 }

@@ -8,6 +8,9 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+
+	"github.com/nsbind/nsbind/internal/helptext"
+	"github.com/nsbind/nsbind/internal/manpage"
 )
 
 // runInProcess runs the CLI in this process, as main does, and returns its
@@ -65,7 +68,7 @@ func TestRunHelpFlags(t *testing.T) {
 		}
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if len(l) > helpWidth && !strings.HasPrefix(l, "  ") {
+		if len(l) > helptext.Width && !strings.HasPrefix(l, "  ") {
 			t.Errorf("a line of %d characters: %q", len(l), l)
 		}
 	}
@@ -239,7 +242,7 @@ func TestSelfParsedCommand(t *testing.T) {
 	var status int
 	root := newCLI(nil, nil, &status)
 	addSelfParsed(root, []selfParsed{{"demo", "a command that parses its own arguments", "[--json]", ps}}, nil, nil, &status)
-	if man := manPage(root); !strings.Contains(man, ".SS ps\n\\fBnsbind ps\\fR [\\-\\-json]\n") || !strings.Contains(man, `\fBnsbind ps \-\-help\fR`) {
+	if man := manpage.Page(root, version); !strings.Contains(man, ".SS ps\n\\fBnsbind ps\\fR [\\-\\-json]\n") || !strings.Contains(man, `\fBnsbind ps \-\-help\fR`) {
 		t.Errorf("the man page has no section for ps:\n%s", man)
 	}
 }

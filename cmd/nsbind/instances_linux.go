@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/nsbind/nsbind/internal/helptext"
 	"github.com/nsbind/nsbind/internal/instance"
 )
 
@@ -36,7 +37,7 @@ func instanceFlags(name, usage string, stdout, stderr io.Writer) (*pflag.FlagSet
 	help := fs.BoolP("help", "h", false, "show this help")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
-		fmt.Fprint(stderr, flagHelp(fs))
+		fmt.Fprint(stderr, helptext.FlagHelp(fs))
 	}
 	return fs, help
 }
@@ -53,7 +54,7 @@ func parseInstanceFlags(fs *pflag.FlagSet, help *bool, usage string, args []stri
 	}
 	if *help {
 		fmt.Fprint(stdout, usage)
-		fmt.Fprint(stdout, flagHelp(fs))
+		fmt.Fprint(stdout, helptext.FlagHelp(fs))
 		return 0, true
 	}
 	return 0, false

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nsbind/nsbind/internal/manpage"
 )
 
 var updateMan = flag.Bool("update", false, "write docs/nsbind.1 from the command tree")
@@ -23,7 +25,7 @@ func TestManPage(t *testing.T) {
 		t.Skipf("not run in the source tree (%v): nothing to compare", err)
 	}
 	var status int
-	got := manPage(newCLI(nil, nil, &status))
+	got := manpage.Page(newCLI(nil, nil, &status), version)
 	if *updateMan {
 		if err := os.WriteFile(manPath, []byte(got), 0o644); err != nil {
 			t.Fatal(err)

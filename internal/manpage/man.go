@@ -1,4 +1,4 @@
-package main
+package manpage
 
 import (
 	"fmt"
@@ -6,17 +6,16 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/nsbind/nsbind/internal/helptext"
 )
 
-// docs/nsbind.1 is manPage of the command tree; TestManPage fails when it
-// is stale, and with -update writes it (scripts/manpage.sh).
-//go:generate go test -run TestManPage -args -update
-
-// manPage is the man page of the command tree root, in roff (man(7)
-// macros): the synopsis of every command, then each command's description
-// and flags, from the same definitions as the help. It depends on nothing
-// but the tree (no date), so it is the same on every build.
-func manPage(root *cobra.Command) string {
+// Page is the man page of the command tree root, in roff (man(7)
+// macros), for the release version: the synopsis of every command, then
+// each command's description and flags, from the same definitions as the
+// help (internal/helptext). It depends on nothing but the tree and version
+// (no date), so it is the same on every build.
+func Page(root *cobra.Command, version string) string {
 	var b strings.Builder
 	name := root.Name()
 	fmt.Fprintf(&b, ".TH %s 1 \"\" \"%s %s\" \"User Commands\"\n", strings.ToUpper(name), name, version)
@@ -43,7 +42,7 @@ func manPage(root *cobra.Command) string {
 		if c.Long != "" {
 			b.WriteString(roffBlocks(c.Long))
 		} else {
-			b.WriteString(roffText(description(c)) + "\n")
+			b.WriteString(roffText(helptext.Description(c)) + "\n")
 		}
 		if c.DisableFlagParsing {
 			fmt.Fprintf(&b, ".PP\nIts flags: \\fB%s %s \\-\\-help\\fR.\n", name, roffText(c.Name()))
@@ -94,11 +93,11 @@ func roffFlags(fs *pflag.FlagSet, withHelp bool) string {
 		if f.Shorthand != "" && f.ShorthandDeprecated == "" {
 			names = "\\fB\\-" + roffText(f.Shorthand) + "\\fR, " + names
 		}
-		if v := flagValueName(f); v != "" {
+		if v := helptext.FlagValueName(f); v != "" {
 			names += " \\fI" + roffText(v) + "\\fR"
 		}
 		b.WriteString(names + "\n")
-		b.WriteString(roffText(flagDescription(f)) + "\n")
+		b.WriteString(roffText(helptext.FlagDescription(f)) + "\n")
 	})
 	return b.String()
 }
