@@ -563,25 +563,3 @@ func runNsbindIn(t *testing.T, dir string, env []string, args ...string) (int, s
 	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
-
-// doctor's landlock line: OK with signal scoping, a warning before it or
-// without Landlock.
-func TestLandlockCheck(t *testing.T) {
-	for _, tt := range []struct {
-		abi    int
-		status string
-		want   string
-	}{
-		{0, statusWarn, "not available"},
-		{4, statusWarn, "ABI 4 (filesystem rules): no signal scoping"},
-		{7, statusOK, "ABI 7 (filesystem, signal and abstract-socket scoping)"},
-	} {
-		c := landlockCheck(tt.abi)
-		if c.Name != checkLandlock || c.Status != tt.status || !strings.HasPrefix(c.Message, tt.want) {
-			t.Errorf("ABI %d: %+v, want %s %q", tt.abi, c, tt.status, tt.want)
-		}
-	}
-	if abi := nsutil.LandlockABI(); abi > 0 {
-		t.Logf("this kernel: %s", landlockCheck(abi).Message)
-	}
-}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nsbind/nsbind/internal/doctor"
 	"github.com/nsbind/nsbind/nsutil"
 )
 
@@ -65,14 +66,14 @@ func TestDoctorPasses(t *testing.T) {
 		}
 	}
 	// Outbound connections work here, and --net=veth exactly when root.
-	if !strings.Contains(out, "OK    "+checkOutbound+":") {
+	if !strings.Contains(out, "OK    "+doctor.CheckOutbound+":") {
 		t.Errorf("doctor does not report outbound connections as available:\n%s", out)
 	}
-	if veth := "OK    " + checkVeth + ":"; strings.Contains(out, veth) != (os.Getuid() == 0) {
+	if veth := "OK    " + doctor.CheckVeth + ":"; strings.Contains(out, veth) != (os.Getuid() == 0) {
 		t.Errorf("doctor's --net=veth line is wrong for uid %d:\n%s", os.Getuid(), out)
 	}
 	code, out, _ = runNsbind(t, "doctor", "--json")
-	var rep doctorReport
+	var rep doctor.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
@@ -91,7 +92,7 @@ func TestMaxUserNamespacesZero(t *testing.T) {
 		script := `echo 0 > /proc/sys/user/max_user_namespaces && exec "$0" "$@"`
 		return exec.Command(unshare, append([]string{"--user", "--map-root-user", "sh", "-c", script, os.Args[0], "__nsbind"}, args...)...)
 	}
-	want := maxUserNamespacesZero().String()
+	want := doctor.MaxUserNamespacesZero().String()
 	code, out, stderr := runCmd(t, inZero("doctor"))
 	if code != 1 {
 		t.Fatalf("doctor: exit %d, want 1; stdout:\n%s\nstderr:\n%s", code, out, stderr)
@@ -108,7 +109,7 @@ func TestMaxUserNamespacesZero(t *testing.T) {
 		t.Errorf("the diagnosis gives no fix: %q", want)
 	}
 	code, out, _ = runCmd(t, inZero("doctor", "--json"))
-	var rep doctorReport
+	var rep doctor.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 1 || rep.RunWorks {
 		t.Fatalf("doctor --json: exit %d, %v:\n%s", code, err, out)
 	}
@@ -144,7 +145,7 @@ func TestSeccompForbidsUserns(t *testing.T) {
 	underFilter := func(args ...string) *exec.Cmd {
 		return exec.Command(os.Args[0], append([]string{"__seccomp_no_userns", os.Args[0], "__nsbind"}, args...)...)
 	}
-	want := seccompForbids().String()
+	want := doctor.SeccompForbids().String()
 	code, out, stderr := runCmd(t, underFilter("doctor"))
 	if !strings.Contains(stderr, filterChecked) {
 		t.Fatalf("the filter does not work as the test needs:\n%s", stderr)
@@ -193,7 +194,7 @@ func TestReadOnlyProcSys(t *testing.T) {
 		}
 		return exec.Command(unshare, append(append(userns, "--mount", "sh", "-c", script, os.Args[0], "__nsbind"), args...)...)
 	}
-	line := "setting net.ipv4.ip_unprivileged_port_start to 0 inside (read-only file system): " + procSysReadOnly().String()
+	line := "setting net.ipv4.ip_unprivileged_port_start to 0 inside (read-only file system): " + doctor.ProcSysReadOnly().String()
 	code, out, stderr := runCmd(t, readOnly("doctor"))
 	if code != 1 || !strings.Contains(out, "FAIL  network setup inside: "+line+"\n") {
 		t.Fatalf("doctor: exit %d, want 1 and %q; stdout:\n%s\nstderr:\n%s", code, line, out, stderr)
@@ -214,7 +215,7 @@ func TestUnmappedUser(t *testing.T) {
 	unshare := needProgram(t, "unshare")
 	requireUserns(t)
 	code, _, stderr := runCmd(t, exec.Command(unshare, "--user", os.Args[0], "__nsbind", "run", "--", "true"))
-	want := "creating the namespaces (operation not permitted): " + unmappedUser().String()
+	want := "creating the namespaces (operation not permitted): " + doctor.UnmappedUser().String()
 	if code != 125 || !strings.Contains(stderr, want) {
 		t.Fatalf("exit %d, want 125 and %q; stderr:\n%s", code, want, stderr)
 	}
@@ -303,65 +304,6 @@ func installNoUsernsFilter() error {
 	return nil
 }
 
-// Every remedy for a namespace error: the errno and the host facts pick
-// the cause.
-func TestDiagnose(t *testing.T) {
-	base := nsutil.HostFacts{Kernel: "6.1.0", MaxUserNamespaces: 15000, UnprivilegedUsernsClone: -1, AppArmorRestrictUserns: -1, PortStart: 1024}
-	with := func(change func(*nsutil.HostFacts)) nsutil.HostFacts {
-		f := base
-		change(&f)
-		return f
-	}
-	wrap := func(errno syscall.Errno) error { return &os.PathError{Op: "fork/exec", Path: "/nsbind", Err: errno} }
-	tests := []struct {
-		name  string
-		step  string
-		err   error
-		facts nsutil.HostFacts
-		check string
-		says  string
-	}{
-		{"max_user_namespaces is 0", nsutil.StepCreate, wrap(syscall.ENOSPC), with(func(f *nsutil.HostFacts) { f.MaxUserNamespaces = 0 }),
-			checkMaxUserns, "sudo sysctl -w user.max_user_namespaces=15000"},
-		{"user namespaces used up", nsutil.StepCreate, wrap(syscall.ENOSPC), base,
-			checkMaxUserns, "limit of user namespaces is reached"},
-		{"old kernels say EUSERS", nsutil.StepCreate, wrap(syscall.EUSERS), base,
-			checkMaxUserns, "limit of user namespaces is reached"},
-		{"no user namespaces in the kernel", nsutil.StepCreate, wrap(syscall.EINVAL), base,
-			checkUserns, "CONFIG_USER_NS"},
-		{"Debian's unprivileged_userns_clone", nsutil.StepCreate, wrap(syscall.EPERM), with(func(f *nsutil.HostFacts) { f.UnprivilegedUsernsClone = 0 }),
-			checkUnprivClone, "sudo sysctl -w kernel.unprivileged_userns_clone=1"},
-		{"a seccomp filter", nsutil.StepCreate, wrap(syscall.EPERM), with(func(f *nsutil.HostFacts) { f.Seccomp = 2 }),
-			checkSeccomp, "--security-opt seccomp=unconfined"},
-		{"root under a seccomp filter, with unprivileged_userns_clone 0", nsutil.StepCreate, wrap(syscall.EPERM),
-			with(func(f *nsutil.HostFacts) { f.Seccomp, f.UnprivilegedUsernsClone, f.Privileged = 2, 0, true }),
-			checkSeccomp, "seccomp"},
-		{"AppArmor refuses the namespace", nsutil.StepCreate, wrap(syscall.EACCES), with(func(f *nsutil.HostFacts) { f.AppArmorRestrictUserns = 1 }),
-			checkAppArmor, "sudo apparmor_parser -r /etc/apparmor.d/nsbind"},
-		{"an unmapped user", nsutil.StepCreate, wrap(syscall.EPERM), with(func(f *nsutil.HostFacts) { f.Unmapped = true }),
-			checkUserns, "unshare --map-root-user"},
-		{"refused for another reason", nsutil.StepCreate, wrap(syscall.EPERM), base,
-			checkUserns, "security module"},
-		{"AppArmor takes the capabilities", nsutil.StepLoopback, syscall.EPERM, with(func(f *nsutil.HostFacts) { f.AppArmorRestrictUserns = 1 }),
-			checkAppArmor, "/etc/apparmor.d/nsbind"},
-		{"no CAP_NET_ADMIN inside", nsutil.StepLoopback, syscall.EPERM, base,
-			checkNetwork, "CAP_NET_ADMIN"},
-		{"read-only /proc/sys", nsutil.StepPortSysctl, &os.PathError{Op: "open", Path: "/proc/sys/net", Err: syscall.EROFS}, base,
-			checkNetwork, "systempaths=unconfined"},
-		{"kernel before 4.11", nsutil.StepPortSysctl, &os.PathError{Op: "open", Path: "/proc/sys/net", Err: syscall.ENOENT},
-			with(func(f *nsutil.HostFacts) { f.Kernel = "4.4.0-210-generic" }), checkKernel, "Linux 4.11 or later"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ne := &nsutil.NamespaceError{Step: tt.step, Err: tt.err}
-			d := diagnose(ne, tt.facts, "/usr/local/bin/nsbind")
-			if d.check != tt.check || !strings.Contains(d.String(), tt.says) {
-				t.Fatalf("diagnose = %q (check %q), want check %q saying %q", d, d.check, tt.check, tt.says)
-			}
-		})
-	}
-}
-
 // run's one line for a namespace error is doctor's diagnosis plus a
 // pointer to doctor.
 func TestDescribeNamespaceError(t *testing.T) {
@@ -370,63 +312,5 @@ func TestDescribeNamespaceError(t *testing.T) {
 	if !strings.HasPrefix(got, "bringing lo up (operation not permitted): ") || !strings.HasSuffix(got, "run 'nsbind doctor' to check everything nsbind needs") ||
 		strings.Contains(got, "\n") {
 		t.Fatalf("describe = %q", got)
-	}
-}
-
-// The AppArmor profile doctor prints names the binary, allows user
-// namespaces, and doctor fails only while nsbind is refused.
-func TestDoctorAppArmor(t *testing.T) {
-	f := nsutil.HostFacts{Kernel: "6.8.0-31-generic", MaxUserNamespaces: 15000, UnprivilegedUsernsClone: -1, AppArmorRestrictUserns: 1, PortStart: 1024}
-	refused := nsutil.ProbeResult{PIDNamespace: true, Setup: &nsutil.NamespaceError{Step: nsutil.StepLoopback, Err: syscall.EPERM}}
-	rep := doctorChecks(f, refused, "/opt/my tools/nsbind")
-	if rep.RunWorks {
-		t.Fatal("doctor says run works while the helper cannot set up its network")
-	}
-	var c check
-	for _, x := range rep.Checks {
-		if x.Name == checkAppArmor {
-			c = x
-		}
-	}
-	if c.Status != statusFail || !strings.Contains(c.Fix, "sudo apparmor_parser -r /etc/apparmor.d/nsbind") {
-		t.Fatalf("AppArmor check %+v", c)
-	}
-	for _, want := range []string{"abi <abi/4.0>,", `profile nsbind "/opt/my tools/nsbind" flags=(unconfined) {`, "  userns,"} {
-		if !strings.Contains(c.Extra, want+"\n") {
-			t.Errorf("profile lacks %q:\n%s", want, c.Extra)
-		}
-	}
-	var out bytes.Buffer
-	printReport(&out, rep)
-	if !strings.Contains(out.String(), "      |   userns,\n") {
-		t.Errorf("doctor does not print the profile:\n%s", out.String())
-	}
-	// With a profile installed the namespaces work: the restriction is
-	// only information.
-	rep = doctorChecks(f, nsutil.ProbeResult{PIDNamespace: true}, "/usr/local/bin/nsbind")
-	if !rep.RunWorks {
-		t.Fatalf("doctor fails although everything worked: %+v", rep.Checks)
-	}
-}
-
-// A feature nsbind can run without is a warning, not a failure.
-func TestDoctorWarningsKeepRunWorking(t *testing.T) {
-	f := nsutil.HostFacts{Kernel: "5.4.0", MaxUserNamespaces: 15000, UnprivilegedUsernsClone: 0, AppArmorRestrictUserns: -1, PortStart: 1024, Privileged: true}
-	p := nsutil.ProbeResult{NoPIDNamespace: syscall.EPERM, Transparent: syscall.EPERM, SeccompNotify: syscall.EINVAL}
-	rep := doctorChecks(f, p, "/usr/local/bin/nsbind")
-	if !rep.RunWorks {
-		t.Fatalf("warnings made run fail: %+v", rep.Checks)
-	}
-	status := map[string]string{}
-	for _, c := range rep.Checks {
-		status[c.Name] = c.Status
-	}
-	for name, want := range map[string]string{
-		checkPIDNamespace: statusWarn, checkTransparent: statusWarn, checkSeccompNotify: statusWarn,
-		checkPolicyRouting: statusOK, checkUnprivClone: statusOK,
-	} {
-		if status[name] != want {
-			t.Errorf("%s: %s, want %s", name, status[name], want)
-		}
 	}
 }

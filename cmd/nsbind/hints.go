@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/internal/doctor"
 )
 
 // describe turns an error into the one line nsbind prints: what went wrong
@@ -19,7 +20,7 @@ func describe(err error) string { return describeRun(err, nil) }
 // describeRun is describe for a run with the -p arguments publish: a
 // privileged host port gets a fix for every spec of the run at once.
 func describeRun(err error, publish []string) string {
-	if s, ok := describeSystem(err); ok {
+	if s, ok := doctor.Describe(err); ok {
 		return s
 	}
 	var se *forward.SpecError

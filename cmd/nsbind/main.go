@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 
+	"github.com/nsbind/nsbind/internal/doctor"
 	"github.com/nsbind/nsbind/internal/helper"
 	"github.com/nsbind/nsbind/nsutil"
 )
@@ -46,7 +47,7 @@ func playRole(args []string) (code int, ok bool) {
 	case nsutil.RoleExec:
 		return helper.ExecMain(args[1:]), true
 	case nsutil.RoleProbe:
-		return probeMain(), true
+		return doctor.ProbeMain(), true
 	}
 	return 0, false
 }

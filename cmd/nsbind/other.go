@@ -45,8 +45,3 @@ func doctorParsed(o doctorOptions, stdout io.Writer) int {
 	fmt.Fprintln(stdout, linuxOnly)
 	return 1
 }
-
-func probeMain() int { return exitUnsupported }
-
-// describeSystem knows no namespace errors where there are no namespaces.
-func describeSystem(err error) (string, bool) { return "", false }

@@ -1,4 +1,4 @@
-package main
+package doctor
 
 import (
 	"errors"
@@ -11,10 +11,10 @@ import (
 	"github.com/nsbind/nsbind/nsutil"
 )
 
-// diagnosis is a known reason why nsbind cannot run on this host, and what
+// Diagnosis is a known reason why nsbind cannot run on this host, and what
 // to do about it. nsbind doctor prints it on the line of its check; nsbind
 // run prints the same text in one line when it fails for that reason.
-type diagnosis struct {
+type Diagnosis struct {
 	// check is the doctor check that shows the cause.
 	check   string
 	problem string
@@ -24,24 +24,25 @@ type diagnosis struct {
 	extra string
 }
 
-func (d diagnosis) String() string { return d.problem + "; fix: " + d.fix }
+// String is the diagnosis in one line: the problem, then the fix.
+func (d Diagnosis) String() string { return d.problem + "; fix: " + d.fix }
 
 // The names of doctor's checks.
 const (
-	checkKernel        = "kernel"
-	checkUserns        = "user namespaces"
-	checkMaxUserns     = "user.max_user_namespaces"
-	checkUnprivClone   = "kernel.unprivileged_userns_clone"
-	checkAppArmor      = "kernel.apparmor_restrict_unprivileged_userns"
-	checkSeccomp       = "seccomp"
-	checkHostPorts     = "net.ipv4.ip_unprivileged_port_start"
-	checkNetwork       = "network setup inside"
-	checkPIDNamespace  = "PID namespace and /proc"
-	checkTransparent   = "IP_TRANSPARENT inside"
-	checkPolicyRouting = "policy routing inside"
-	checkSeccompNotify = "seccomp user notification"
-	checkOutbound      = "outbound connections inside"
-	checkVeth          = "--net=veth"
+	CheckKernel        = "kernel"
+	CheckUserns        = "user namespaces"
+	CheckMaxUserns     = "user.max_user_namespaces"
+	CheckUnprivClone   = "kernel.unprivileged_userns_clone"
+	CheckAppArmor      = "kernel.apparmor_restrict_unprivileged_userns"
+	CheckSeccomp       = "seccomp"
+	CheckHostPorts     = "net.ipv4.ip_unprivileged_port_start"
+	CheckNetwork       = "network setup inside"
+	CheckPIDNamespace  = "PID namespace and /proc"
+	CheckTransparent   = "IP_TRANSPARENT inside"
+	CheckPolicyRouting = "policy routing inside"
+	CheckSeccompNotify = "seccomp user notification"
+	CheckOutbound      = "outbound connections inside"
+	CheckVeth          = "--net=veth"
 )
 
 // minKernel is the oldest kernel nsbind works on: ambient capabilities
@@ -52,26 +53,27 @@ var minKernel = [2]int{4, 11}
 
 const sysctlConf = "/etc/sysctl.d/99-nsbind.conf"
 
-func kernelTooOld(f nsutil.HostFacts) diagnosis {
-	return diagnosis{check: checkKernel,
+func kernelTooOld(f nsutil.HostFacts) Diagnosis {
+	return Diagnosis{check: CheckKernel,
 		problem: fmt.Sprintf("Linux %s is older than %d.%d, which nsbind needs (ambient capabilities and a per-namespace net.ipv4.ip_unprivileged_port_start)", f.Kernel, minKernel[0], minKernel[1]),
 		fix:     fmt.Sprintf("run nsbind on Linux %d.%d or later", minKernel[0], minKernel[1])}
 }
 
-func maxUserNamespacesZero() diagnosis {
-	return diagnosis{check: checkMaxUserns,
+// MaxUserNamespacesZero is the diagnosis for user.max_user_namespaces=0.
+func MaxUserNamespacesZero() Diagnosis {
+	return Diagnosis{check: CheckMaxUserns,
 		problem: "user.max_user_namespaces is 0, so nobody may create a user namespace",
 		fix:     fmt.Sprintf("sudo sysctl -w user.max_user_namespaces=15000 (and keep it with: echo user.max_user_namespaces=15000 | sudo tee %s)", sysctlConf)}
 }
 
-func userNamespacesExhausted(f nsutil.HostFacts) diagnosis {
-	return diagnosis{check: checkMaxUserns,
+func userNamespacesExhausted(f nsutil.HostFacts) Diagnosis {
+	return Diagnosis{check: CheckMaxUserns,
 		problem: fmt.Sprintf("the limit of user namespaces is reached (user.max_user_namespaces=%d per user, and at most 32 nested levels)", f.MaxUserNamespaces),
 		fix:     fmt.Sprintf("end processes that hold user namespaces, or raise the limit: sudo sysctl -w user.max_user_namespaces=%d", max(15000, 2*f.MaxUserNamespaces))}
 }
 
-func unprivilegedCloneOff() diagnosis {
-	return diagnosis{check: checkUnprivClone,
+func unprivilegedCloneOff() Diagnosis {
+	return Diagnosis{check: CheckUnprivClone,
 		problem: "kernel.unprivileged_userns_clone is 0, so only root may create user namespaces",
 		fix:     fmt.Sprintf("sudo sysctl -w kernel.unprivileged_userns_clone=1 (and keep it with: echo kernel.unprivileged_userns_clone=1 | sudo tee %s)", sysctlConf)}
 }
@@ -79,8 +81,8 @@ func unprivilegedCloneOff() diagnosis {
 // appArmorProfilePath is where the AppArmor profile for nsbind goes.
 const appArmorProfilePath = "/etc/apparmor.d/nsbind"
 
-func appArmorRestricts(exe string) diagnosis {
-	return diagnosis{check: checkAppArmor,
+func appArmorRestricts(exe string) Diagnosis {
+	return Diagnosis{check: CheckAppArmor,
 		problem: "kernel.apparmor_restrict_unprivileged_userns is 1: AppArmor gives a program without a profile that allows \"userns,\" no capabilities in its user namespace",
 		fix: fmt.Sprintf("install the AppArmor profile for %s as %s (nsbind doctor prints it) and load it with: sudo apparmor_parser -r %s",
 			exe, appArmorProfilePath, appArmorProfilePath),
@@ -106,57 +108,63 @@ profile nsbind %q flags=(unconfined) {
 `, appArmorProfilePath, appArmorProfilePath, exe)
 }
 
-func seccompForbids() diagnosis {
-	return diagnosis{check: checkSeccomp,
+// SeccompForbids is the diagnosis for a seccomp filter (a container's)
+// that refuses new user namespaces.
+func SeccompForbids() Diagnosis {
+	return Diagnosis{check: CheckSeccomp,
 		problem: "a seccomp filter on nsbind (Seccomp: 2 in /proc/self/status, as a container's default seccomp profile installs) forbids creating user namespaces",
 		fix:     "run nsbind outside the container, or give the container a seccomp profile that allows clone/unshare with CLONE_NEWUSER (docker or podman run --security-opt seccomp=unconfined, or a custom profile)"}
 }
 
-func noNamespaceSupport() diagnosis {
-	return diagnosis{check: checkUserns,
+func noNamespaceSupport() Diagnosis {
+	return Diagnosis{check: CheckUserns,
 		problem: "this kernel has no user or network namespaces",
 		fix:     "run nsbind on a kernel built with CONFIG_USER_NS=y and CONFIG_NET_NS=y"}
 }
 
-func unmappedUser() diagnosis {
-	return diagnosis{check: checkUserns,
+// UnmappedUser is the diagnosis for a user whose ids are not mapped in
+// the user namespace nsbind runs in.
+func UnmappedUser() Diagnosis {
+	return Diagnosis{check: CheckUserns,
 		problem: "your uid or gid is not mapped in the user namespace nsbind runs in ('id' shows 65534, nobody), and the kernel lets no unmapped user create a user namespace",
 		fix:     "run nsbind where your ids are mapped: outside this namespace, or in one made with a map (unshare --map-root-user or --map-current-user)"}
 }
 
-func namespaceRefused() diagnosis {
-	return diagnosis{check: checkUserns,
+func namespaceRefused() Diagnosis {
+	return Diagnosis{check: CheckUserns,
 		problem: "the kernel refused to create a user namespace or to write its uid/gid map",
 		fix:     "see that no security module (AppArmor, SELinux) or policy forbids user namespaces to your user"}
 }
 
-func netAdminDenied() diagnosis {
-	return diagnosis{check: checkNetwork,
+func netAdminDenied() Diagnosis {
+	return Diagnosis{check: CheckNetwork,
 		problem: "the helper may not configure its own network namespace: a security module (AppArmor, SELinux) denies it CAP_NET_ADMIN there",
 		fix:     "allow nsbind user namespaces with capabilities in that security module's policy"}
 }
 
-func procSysReadOnly() diagnosis {
-	return diagnosis{check: checkNetwork,
+// ProcSysReadOnly is the diagnosis for a read-only /proc/sys, where the
+// helper cannot set its namespace's port sysctl.
+func ProcSysReadOnly() Diagnosis {
+	return Diagnosis{check: CheckNetwork,
 		problem: "/proc/sys is read-only here (as in a container), so the helper cannot set net.ipv4.ip_unprivileged_port_start of its own namespace",
 		fix:     "run nsbind outside the container, or give the container a writable /proc/sys (docker run --security-opt systempaths=unconfined)"}
 }
 
-func unknownFailure(err error) diagnosis {
-	return diagnosis{check: checkUserns, problem: err.Error(), fix: "see the lines of nsbind doctor"}
+func unknownFailure(err error) Diagnosis {
+	return Diagnosis{check: CheckUserns, problem: err.Error(), fix: "see the lines of nsbind doctor"}
 }
 
 // diagnose finds the cause of ne, a namespace step the host refused, from
 // its errno and the host facts f. exe is nsbind's binary, for the AppArmor
 // profile.
-func diagnose(ne *nsutil.NamespaceError, f nsutil.HostFacts, exe string) diagnosis {
+func diagnose(ne *nsutil.NamespaceError, f nsutil.HostFacts, exe string) Diagnosis {
 	denied := errors.Is(ne.Err, syscall.EPERM) || errors.Is(ne.Err, syscall.EACCES)
 	appArmor := f.AppArmorRestrictUserns == 1 && !f.Privileged
 	switch ne.Step {
 	case nsutil.StepCreate:
 		switch {
 		case f.MaxUserNamespaces == 0:
-			return maxUserNamespacesZero()
+			return MaxUserNamespacesZero()
 		case errors.Is(ne.Err, syscall.ENOSPC), errors.Is(ne.Err, syscall.EUSERS):
 			return userNamespacesExhausted(f)
 		case errors.Is(ne.Err, syscall.EINVAL):
@@ -164,11 +172,11 @@ func diagnose(ne *nsutil.NamespaceError, f nsutil.HostFacts, exe string) diagnos
 		case !denied:
 			return unknownFailure(ne.Err)
 		case f.Unmapped:
-			return unmappedUser()
+			return UnmappedUser()
 		case f.UnprivilegedUsernsClone == 0 && !f.Privileged:
 			return unprivilegedCloneOff()
 		case f.Seccomp == 2:
-			return seccompForbids()
+			return SeccompForbids()
 		case appArmor:
 			return appArmorRestricts(exe)
 		}
@@ -187,17 +195,17 @@ func diagnose(ne *nsutil.NamespaceError, f nsutil.HostFacts, exe string) diagnos
 		case denied && appArmor:
 			return appArmorRestricts(exe)
 		case denied, errors.Is(ne.Err, syscall.EROFS):
-			return procSysReadOnly()
+			return ProcSysReadOnly()
 		}
 	}
 	d := unknownFailure(ne.Err)
-	d.check = checkNetwork
+	d.check = CheckNetwork
 	return d
 }
 
 // namespaceLine is the one line that says which step failed, how, why and
 // what to do; doctor and run print it alike.
-func namespaceLine(ne *nsutil.NamespaceError, d diagnosis) string {
+func namespaceLine(ne *nsutil.NamespaceError, d Diagnosis) string {
 	how := ne.Err.Error()
 	var errno syscall.Errno
 	if errors.As(ne.Err, &errno) {
@@ -206,20 +214,22 @@ func namespaceLine(ne *nsutil.NamespaceError, d diagnosis) string {
 	return fmt.Sprintf("%s (%s): %s", ne.Step, how, d)
 }
 
-// describeSystem is describe for the errors of the host refusing nsbind's
-// namespaces: the diagnosis doctor gives, in one line, pointing to doctor.
-func describeSystem(err error) (string, bool) {
+// Describe is the line nsbind run prints for an error of the host refusing
+// nsbind's namespaces (an *nsutil.NamespaceError in err's chain): the
+// diagnosis doctor gives, in one line, pointing to doctor. ok is false for
+// any other error.
+func Describe(err error) (line string, ok bool) {
 	var ne *nsutil.NamespaceError
 	if !errors.As(err, &ne) {
 		return "", false
 	}
-	d := diagnose(ne, nsutil.ReadHostFacts(), selfPath())
+	d := diagnose(ne, nsutil.ReadHostFacts(), SelfPath())
 	return namespaceLine(ne, d) + "; run 'nsbind doctor' to check everything nsbind needs", true
 }
 
-// selfPath is the nsbind binary, with symbolic links resolved, as an
+// SelfPath is the nsbind binary, with symbolic links resolved, as an
 // AppArmor profile must name it.
-func selfPath() string {
+func SelfPath() string {
 	exe, err := os.Executable()
 	if err != nil {
 		return "/usr/local/bin/nsbind"
