@@ -54,7 +54,7 @@ type runOptions struct {
 	confine               bool
 	allowRead, allowWrite []string
 	// --name: the instance's name for nsbind ps, port, exec, stats, stop
-	// (instances_linux.go).
+	// (instances_linux.go, internal/instancecli).
 	name string
 }
 
