@@ -20,6 +20,10 @@ type ConfineConfig struct {
 	// RuntimeDir is the user's runtime directory ($XDG_RUNTIME_DIR, else
 	// /run/user/UID): the agent sockets and the session bus. Hidden.
 	RuntimeDir string
+	// Hide are more directories hidden as the runtime directory is, those
+	// that exist: run as root for another user, the home and runtime
+	// directory of nsbind's own environment, which are not the server's.
+	Hide []string
 	// AllowRead are bound back read-only after hiding, AllowWrite
 	// read-write; either may name a directory or a file.
 	AllowRead, AllowWrite []string

@@ -82,6 +82,7 @@ type resolved struct {
 	workDir    string
 	home       string
 	runtimeDir string
+	hide       []string
 	binds      []binding
 }
 
@@ -132,6 +133,11 @@ func resolveConfine(cfg ConfineConfig) (resolved, error) {
 	}
 	if cfg.RuntimeDir != "" {
 		r.runtimeDir, _ = canonical(cfg.RuntimeDir)
+	}
+	for _, p := range cfg.Hide {
+		if c, err := canonical(p); err == nil {
+			r.hide = append(r.hide, c)
+		}
 	}
 	return r, nil
 }
@@ -243,7 +249,7 @@ func confineMounts(r resolved) (perMount bool, err error) {
 	for _, p := range hiddenTrees {
 		hides = append(hides, hide{path: p})
 	}
-	for _, p := range []string{r.home, r.runtimeDir} {
+	for _, p := range append([]string{r.home, r.runtimeDir}, r.hide...) {
 		if p != "" {
 			hides = append(hides, hide{path: p})
 		}

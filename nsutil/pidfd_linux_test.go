@@ -14,15 +14,24 @@ func TestOpenPidfdOfThread(t *testing.T) {
 	tids := make(chan int)
 	release := make(chan struct{})
 	defer close(release)
-	go func() {
+	var onThread func()
+	onThread = func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
+		if unix.Gettid() == unix.Getpid() {
+			// The main thread is the leader: keep it locked here, so
+			// that the goroutine started now runs on another thread.
+			go onThread()
+			<-release
+			return
+		}
 		tids <- unix.Gettid()
 		<-release
-	}()
+	}
+	go onThread()
 	tid := <-tids
 	if tid == unix.Getpid() {
-		t.Skip("the goroutine ran on the main thread")
+		t.Fatalf("thread %d is the process's leader", tid)
 	}
 	fd, err := openPidfd(tid)
 	if err != nil {

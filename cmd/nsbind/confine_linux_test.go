@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -521,6 +522,53 @@ func TestConfineRoot(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "0\n") || strings.Contains(out, "READ") ||
 		strings.Contains(out, "UNMOUNTED") || !strings.Contains(out, "WROTE") {
 		t.Fatalf("--root --confine: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// Root's --confine hides the home of the user the server runs as (the
+// sudo user), not root's: run from that user's home with root's HOME and
+// runtime directory in the environment, as sudo -H or su give them, the
+// server still cannot read the user's ~/.ssh, and its $HOME is the user's.
+func TestConfineAsRootHidesTheServerUsersHome(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: the server runs as the sudo user; scripts/test.sh runs it as root")
+	}
+	requireUserns(t)
+	u, err := user.LookupId(strconv.Itoa(serverUID()))
+	if err != nil {
+		t.Fatalf("the server's user %d: %v", serverUID(), err)
+	}
+	if fi, err := os.Stat(u.HomeDir); err != nil || !fi.IsDir() || u.HomeDir == "/" {
+		t.Skipf("the server's user %s has no home directory of its own (%q)", u.Username, u.HomeDir)
+	}
+	uid, gid := serverUID(), serverGID()
+	ssh := filepath.Join(u.HomeDir, ".ssh")
+	if _, err := os.Lstat(ssh); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(ssh, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(ssh) })
+		if err := os.Chown(ssh, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := randomName(t)
+	secret := filepath.Join(ssh, "nsbind-test-secret-"+name)
+	if err := os.WriteFile(secret, []byte("secret-"+name), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(secret) })
+	if err := os.Chown(secret, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "HOME=/root", "XDG_RUNTIME_DIR=/run/user/0")
+	script := `echo "home=$HOME"; cat "$1" && echo READ; exit 0`
+	code, out, stderr := runNsbindIn(t, u.HomeDir, env, "run", "--confine", "--", "sh", "-c", script, "sh", secret)
+	if code != 0 || !strings.HasPrefix(out, "home="+u.HomeDir+"\n") {
+		t.Fatalf("exit %d, want 0 and home=%s:\n%s%s", code, u.HomeDir, out, stderr)
+	}
+	if strings.Contains(out, "READ") {
+		t.Errorf("run as root from the server user's home, the confined server read its ~/.ssh:\n%s%s", out, stderr)
 	}
 }
 

@@ -15,19 +15,90 @@ import (
 // build their own in temporary directories.
 type dirs struct {
 	xdg     string // $XDG_RUNTIME_DIR, "" when unset
-	tmp     string // "/tmp": the private directory is tmp/nsbind-UID
+	tmp     string // "/tmp": the private directory is tmp/nsbind-HOSTUID
 	runUser string // "/run/user": root finds other users' XDG_RUNTIME_DIR here
-	euid    int
+	// euid is our uid as our user namespace sees it: the owner that
+	// stat(2) shows for a directory of ours, so the one the checks want.
+	euid int
+	// uidMap is /proc/self/uid_map: it names the tmp directories by
+	// host uid (see hostUID). nil maps every uid to itself.
+	uidMap []uidRange
 }
 
 func defaultDirs() dirs {
-	return dirs{xdg: os.Getenv("XDG_RUNTIME_DIR"), tmp: "/tmp", runUser: "/run/user", euid: os.Geteuid()}
+	return dirs{xdg: os.Getenv("XDG_RUNTIME_DIR"), tmp: "/tmp", runUser: "/run/user", euid: os.Geteuid(),
+		uidMap: readUIDMap()}
+}
+
+// uidRange is one line of a uid_map: count ids from inside in our
+// namespace are the ids from outside in the namespace above it.
+type uidRange struct{ inside, outside, count uint64 }
+
+// readUIDMap reads /proc/self/uid_map; nil (every uid itself) when it
+// cannot. The map goes up one level only: in a namespace the host's made
+// (unshare, a rootless container) its outside ids are host uids; a
+// namespace nested in one of those gets the ids of the one above.
+func readUIDMap() []uidRange {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return nil
+	}
+	var m []uidRange
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		in, err1 := strconv.ParseUint(f[0], 10, 32)
+		out, err2 := strconv.ParseUint(f[1], 10, 32)
+		n, err3 := strconv.ParseUint(f[2], 10, 33)
+		if err1 == nil && err2 == nil && err3 == nil {
+			m = append(m, uidRange{in, out, n})
+		}
+	}
+	return m
+}
+
+// hostUID is our uid outside our user namespace, as the namespace above
+// sees it: the uid of the user who owns the run. It names the directory
+// in /tmp, which the namespaces share: inside unshare --map-root-user a
+// run's uid is 0, and keyed by that it would meet the host root's
+// /tmp/nsbind-0 (which it cannot open: to it that directory belongs to
+// the overflow uid). Keyed by the host uid it is its owner's, which from
+// inside is owned by uid 0: the owner check stays the local euid's.
+func (d dirs) hostUID() int {
+	if d.uidMap == nil {
+		return d.euid
+	}
+	u := uint64(d.euid)
+	for _, r := range d.uidMap {
+		if u >= r.inside && u-r.inside < r.count {
+			return int(r.outside + u - r.inside)
+		}
+	}
+	return d.euid // unmapped: cannot be, as we run as it
+}
+
+// localUID is the uid that host uid h is in our namespace; false when it
+// has none there (its files are the overflow uid's to us).
+func (d dirs) localUID(h int) (int, bool) {
+	if d.uidMap == nil {
+		return h, true
+	}
+	u := uint64(h)
+	for _, r := range d.uidMap {
+		if u >= r.outside && u-r.outside < r.count {
+			return int(r.inside + u - r.outside), true
+		}
+	}
+	return 0, false
 }
 
 // Dir returns the directory of the user's instances, without creating it:
 // $XDG_RUNTIME_DIR/nsbind when XDG_RUNTIME_DIR is an absolute path to a
 // directory of the user's that nobody else may write, else
-// /tmp/nsbind-UID.
+// /tmp/nsbind-UID, UID the host's uid of the user (in a user namespace
+// too, e.g. unshare --map-root-user).
 func Dir() string { return defaultDirs().own() }
 
 func (d dirs) own() string {
@@ -43,7 +114,7 @@ func (d dirs) own() string {
 	}
 	// /tmp is sticky: once the directory is ours, nobody else can rename
 	// or remove it, so checking it once at open is enough.
-	return filepath.Join(d.tmp, "nsbind-"+strconv.Itoa(d.euid))
+	return filepath.Join(d.tmp, "nsbind-"+strconv.Itoa(d.hostUID()))
 }
 
 // ensure creates the user's directory if needed and opens it, refusing one
@@ -109,26 +180,33 @@ type userDir struct {
 // search returns the directories whose instances this process may see:
 // the user's own; for root also every other user's, in /run/user/UID/nsbind
 // and /tmp/nsbind-UID (a run whose XDG_RUNTIME_DIR is elsewhere is not
-// found by root). A directory's uid is the one its path names; openDir
-// then refuses it unless that uid owns it.
+// found by root). A directory's uid is the one its path names (for /tmp, a
+// host uid, translated to ours; one without an id here is skipped);
+// openDir then refuses it unless that uid owns it.
 func (d dirs) search() []userDir {
 	out := []userDir{{d.own(), d.euid}}
 	if d.euid != 0 {
 		return out
 	}
-	add := func(pattern, prefix, suffix string) {
+	add := func(pattern, prefix, suffix string, host bool) {
 		matches, _ := filepath.Glob(pattern)
 		for _, m := range matches {
 			rest := strings.TrimSuffix(strings.TrimPrefix(m, prefix), suffix)
-			uid, err := strconv.ParseUint(rest, 10, 32)
-			if err != nil || int(uid) == d.euid && m == out[0].path {
+			n, err := strconv.ParseUint(rest, 10, 32)
+			if err != nil || m == out[0].path {
 				continue
 			}
-			out = append(out, userDir{m, int(uid)})
+			uid, ok := int(n), true
+			if host {
+				uid, ok = d.localUID(uid)
+			}
+			if ok {
+				out = append(out, userDir{m, uid})
+			}
 		}
 	}
-	add(filepath.Join(d.runUser, "*", "nsbind"), d.runUser+"/", "/nsbind")
-	add(filepath.Join(d.tmp, "nsbind-*"), filepath.Join(d.tmp, "nsbind-"), "")
+	add(filepath.Join(d.runUser, "*", "nsbind"), d.runUser+"/", "/nsbind", false)
+	add(filepath.Join(d.tmp, "nsbind-*"), filepath.Join(d.tmp, "nsbind-"), "", true)
 	return out
 }
 

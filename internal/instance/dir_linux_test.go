@@ -179,3 +179,66 @@ func TestXDGRuntimeDir(t *testing.T) {
 		t.Errorf("mode %v", mode)
 	}
 }
+
+// TestDirKeyedByHostUID runs a server in a user namespace of its own whose
+// uid 0 is a user of the host (as unshare --map-root-user makes): its
+// directory in /tmp is named by that host uid, not by 0, where the host
+// root's directory is (and, to the namespace, belongs to the overflow
+// uid). The user finds the run from the host.
+func TestDirKeyedByHostUID(t *testing.T) {
+	d := testDirs(t)
+	if err := os.Chmod(d.tmp, 0o1777); err != nil { // as /tmp is
+		t.Fatal(err)
+	}
+	bin, host, hostGID := self(t), os.Geteuid(), os.Getegid()
+	var u *otherUser
+	if os.Geteuid() == 0 {
+		// The namespace's uid 0 is the test user; the host root's
+		// directory is there already.
+		u = asOtherUser(t)
+		bin, host, hostGID = u.bin, u.uid, u.gid
+		if err := os.Mkdir(filepath.Join(d.tmp, "nsbind-0"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attr := &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: host, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostGID, Size: 1}},
+		Credential:  &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true},
+	}
+	srv := startChildAttr(t, bin, "serve", attr, append(childEnv(d), "NSBIND_INSTANCE_TEST_NAME=web")...)
+	l := srv.line(t)
+	if strings.Contains(l, "operation not permitted") && os.Getenv("NSBIND_TEST_REQUIRE_USERNS") != "1" {
+		t.Skipf("no user namespace here: %s", l)
+	}
+	path, ok := strings.CutPrefix(l, "ready ")
+	if !ok {
+		t.Fatalf("the server in the namespace said %q", l)
+	}
+	want := filepath.Join(d.tmp, "nsbind-"+strconv.Itoa(host), "web.sock")
+	if path != want {
+		t.Fatalf("the run of uid 0 in a namespace of host uid %d is at %s, want %s", host, path, want)
+	}
+	mode, uid := modeOf(t, filepath.Dir(path))
+	if !mode.IsDir() || mode.Perm() != 0o700 || uid != host {
+		t.Errorf("directory mode %v uid %d, want drwx------ of uid %d", mode, uid, host)
+	}
+	// The user, on the host, lists it.
+	var list []InstanceInfo
+	if u != nil {
+		r := startChild(t, u.bin, "list", u.cred, childEnv(d)...).result(t)
+		if r.Err != "" {
+			t.Fatalf("the user's list: %s", r.Err)
+		}
+		list = r.List
+	} else {
+		var err error
+		if list, err = listIn(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(list) != 1 || list[0].Name != "web" || list[0].Socket != path || list[0].Error != "" {
+		t.Errorf("the user's list on the host: %+v, want web at %s", list, path)
+	}
+}

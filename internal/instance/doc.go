@@ -10,7 +10,9 @@
 // the helper or the server.
 //
 // The directory (dir_linux.go) is $XDG_RUNTIME_DIR/nsbind, or /tmp/nsbind-UID
-// when XDG_RUNTIME_DIR is unset or not the user's alone. It is mode 0700
+// when XDG_RUNTIME_DIR is unset or not the user's alone; UID is the uid
+// outside our user namespace (/proc/self/uid_map), so a run in a nested
+// namespace uses its owner's directory, not that of its uid 0. It is mode 0700
 // and owned by the user, checked on the open directory (never through a
 // symlink); one that fails the checks is refused, not repaired, except
 // right after this package made it. Root's List and Dial also look in

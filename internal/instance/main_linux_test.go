@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 // childDirs are the directories a child uses, from its environment.
 func childDirs() dirs {
 	return dirs{xdg: os.Getenv("NSBIND_INSTANCE_TEST_XDG"), tmp: os.Getenv("NSBIND_INSTANCE_TEST_TMP"),
-		runUser: os.Getenv("NSBIND_INSTANCE_TEST_RUNUSER"), euid: os.Geteuid()}
+		runUser: os.Getenv("NSBIND_INSTANCE_TEST_RUNUSER"), euid: os.Geteuid(), uidMap: readUIDMap()}
 }
 
 // childServe serves NSBIND_INSTANCE_TEST_NAME, says "ready PATH", and ends
@@ -115,11 +115,19 @@ type child struct {
 // (nil: this user).
 func startChild(t *testing.T, bin, role string, cred *syscall.Credential, env ...string) *child {
 	t.Helper()
+	return startChildAttr(t, bin, role, &syscall.SysProcAttr{Credential: cred}, env...)
+}
+
+// startChildAttr is startChild with the child's SysProcAttr (its
+// Pdeathsig is set here).
+func startChildAttr(t *testing.T, bin, role string, attr *syscall.SysProcAttr, env ...string) *child {
+	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{roleEnv + "=" + role, "PATH=" + os.Getenv("PATH")}, env...)
 	cmd.Dir = "/"
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	attr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +284,7 @@ func tempDir(t *testing.T) string {
 func testDirs(t *testing.T) dirs {
 	t.Helper()
 	tmp := tempDir(t)
-	return dirs{tmp: tmp, runUser: filepath.Join(tmp, "run-user"), euid: os.Geteuid()}
+	return dirs{tmp: tmp, runUser: filepath.Join(tmp, "run-user"), euid: os.Geteuid(), uidMap: readUIDMap()}
 }
 
 // childEnv tells a child to use d's directories.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -135,12 +136,36 @@ func (r *run) planIDs() error {
 		r.env = setEnv(r.env, "LOGNAME", ids.Name)
 		r.Logger.Debug("running the server as another user, not host root",
 			"user", ids.Name, "uid", plan.HostUID, "gid", plan.HostGID)
+		r.Confine = confineAs(r.Confine, ids.Home, plan.HostUID)
 	}
 	if plan.Note != "" && !r.Quiet {
 		fmt.Fprintf(r.Stderr, "nsbind: %s\n", plan.Note)
 	}
 	r.Logger.Debug("id maps", "uid_map", plan.UIDMap, "gid_map", plan.GIDMap, "newuidmap", plan.NewUIDMap)
 	return nil
+}
+
+// confineAs is cfg (nil: no --confine) for a server that runs as host
+// uid uid with home home ("" when the user database has none): the home
+// and runtime directory it hides as the user's (and whose secrets it hides
+// again when the working directory shows them) are that user's, not those
+// of root's environment ($HOME under sudo is often /root, and
+// XDG_RUNTIME_DIR /run/user/0), or a run from the user's home would leave
+// its ~/.ssh in view. Those of the environment are hidden too.
+func confineAs(cfg *nsutil.ConfineConfig, home string, uid int) *nsutil.ConfineConfig {
+	if cfg == nil {
+		return nil
+	}
+	c := *cfg
+	c.Hide = slices.Clone(cfg.Hide)
+	for _, p := range []string{cfg.Home, cfg.RuntimeDir} {
+		if p != "" {
+			c.Hide = append(c.Hide, p)
+		}
+	}
+	c.Home = home
+	c.RuntimeDir = fmt.Sprintf("/run/user/%d", uid)
+	return &c
 }
 
 // sudoUser is the user sudo was called by, from SUDO_UID and SUDO_GID
