@@ -220,15 +220,9 @@ func confineMounts(r resolved) (perMount bool, err error) {
 		}
 	}()
 	for i := range binds {
-		fd, err := unix.OpenTree(unix.AT_FDCWD, binds[i].path,
-			unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
-		if err != nil {
-			if errors.Is(err, unix.ENOSYS) {
-				err = fmt.Errorf("%w (open_tree(2) needs Linux 5.2)", err)
-			}
-			return false, fmt.Errorf("--confine: copying the mount of %s: %w", binds[i].path, err)
+		if binds[i].fd, err = copyTree(binds[i].path); err != nil {
+			return false, err
 		}
-		binds[i].fd = fd
 	}
 
 	// 3. Everything read-only.
@@ -238,6 +232,85 @@ func confineMounts(r resolved) (perMount bool, err error) {
 	}
 
 	// 4. The hidden and private trees.
+	var readOnlyLater []int
+	defer func() {
+		for _, fd := range readOnlyLater {
+			unix.Close(fd)
+		}
+	}()
+	if err := hideTrees(r, &readOnlyLater); err != nil {
+		return perMount, err
+	}
+	// $HOME stays a directory (empty unless something is bound back into
+	// it): programs that stat it or chdir to it keep working.
+	hasHome := r.home != "" && r.home != "/"
+	if hasHome && !slices.ContainsFunc(binds, func(b binding) bool { return within(r.home, b.path) }) {
+		_ = os.MkdirAll(r.home, 0o755) // fails only outside the tmpfs, where it exists
+	}
+
+	// 5. The copies back in their places, parents first.
+	sort.SliceStable(binds, func(i, j int) bool {
+		return strings.Count(binds[i].path, "/") < strings.Count(binds[j].path, "/")
+	})
+	for _, b := range binds {
+		if err := bindBack(b); err != nil {
+			return perMount, err
+		}
+	}
+
+	// 6. Secrets shown again by a bound-back tree, and the engines' sockets.
+	if hasHome {
+		for _, s := range secretPaths {
+			p := filepath.Join(r.home, s)
+			if fi, err := os.Lstat(p); err == nil {
+				if err := coverUnlessBound(binds, p, fi.IsDir()); err != nil {
+					return perMount, err
+				}
+			}
+		}
+	}
+	for _, s := range engineSockets {
+		p, err := canonical(s)
+		if err != nil {
+			continue
+		}
+		if fi, err := os.Lstat(p); err == nil && !fi.IsDir() {
+			if err := coverUnlessBound(binds, p, false); err != nil {
+				return perMount, err
+			}
+		}
+	}
+
+	// The hiding tmpfs read-only, now that its mount points exist.
+	for _, fd := range readOnlyLater {
+		if err := readOnlyFD(fd); err != nil {
+			return perMount, fmt.Errorf("--confine: making a hidden tree read-only: %w", err)
+		}
+	}
+	return perMount, nil
+}
+
+// copyTree takes the detached recursive copy of the mount at path that
+// step 5 binds back (step 2).
+func copyTree(path string) (int, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path,
+		unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+	if err != nil {
+		if errors.Is(err, unix.ENOSYS) {
+			err = fmt.Errorf("%w (open_tree(2) needs Linux 5.2)", err)
+		}
+		return -1, fmt.Errorf("--confine: copying the mount of %s: %w", path, err)
+	}
+	return fd, nil
+}
+
+// hideTrees covers the private trees with a writable tmpfs and the hidden
+// ones (hiddenTrees, the home, the runtime directory) with an empty one,
+// shortest path first, skipping what is missing, not a directory, or
+// already under a cover (step 4). It appends to readOnlyLater a descriptor
+// of each hiding tmpfs, which is made read-only once the mount points in
+// it exist; the caller closes them.
+func hideTrees(r resolved, readOnlyLater *[]int) error {
 	type hide struct {
 		path     string
 		writable bool
@@ -255,12 +328,6 @@ func confineMounts(r resolved) (perMount bool, err error) {
 		}
 	}
 	var covered []string // resolved paths a tmpfs covers
-	var readOnlyLater []int
-	defer func() {
-		for _, fd := range readOnlyLater {
-			unix.Close(fd)
-		}
-	}()
 	sort.SliceStable(hides, func(i, j int) bool { return len(hides[i].path) < len(hides[j].path) })
 	for _, h := range hides {
 		p, err := canonical(h.path)
@@ -281,83 +348,49 @@ func confineMounts(r resolved) (perMount bool, err error) {
 			mode = "mode=1777"
 		}
 		if err := unix.Mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, mode); err != nil {
-			return perMount, fmt.Errorf("--confine: hiding %s: %w", p, err)
+			return fmt.Errorf("--confine: hiding %s: %w", p, err)
 		}
 		covered = append(covered, p)
 		if !h.writable {
 			fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			if err != nil {
-				return perMount, fmt.Errorf("--confine: hiding %s: %w", p, err)
+				return fmt.Errorf("--confine: hiding %s: %w", p, err)
 			}
-			readOnlyLater = append(readOnlyLater, fd)
+			*readOnlyLater = append(*readOnlyLater, fd)
 		}
 	}
-	// $HOME stays a directory (empty unless something is bound back into
-	// it): programs that stat it or chdir to it keep working.
-	if r.home != "" && r.home != "/" {
-		if !slices.ContainsFunc(binds, func(b binding) bool { return within(r.home, b.path) }) {
-			_ = os.MkdirAll(r.home, 0o755) // fails only outside the tmpfs, where it exists
-		}
-	}
+	return nil
+}
 
-	// 5. The copies back in their places, parents first.
-	sort.SliceStable(binds, func(i, j int) bool {
-		return strings.Count(binds[i].path, "/") < strings.Count(binds[j].path, "/")
-	})
-	for _, b := range binds {
-		if err := mountPoint(b.path, b.dir); err != nil {
-			return perMount, fmt.Errorf("--confine: binding %s back: %w", b.path, err)
-		}
-		if err := unix.MoveMount(b.fd, "", unix.AT_FDCWD, b.path, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return perMount, fmt.Errorf("--confine: binding %s back: %w", b.path, err)
-		}
-		if b.readOnly {
-			if _, err := readOnlyTree(b.path); err != nil {
-				return perMount, fmt.Errorf("--confine: making %s read-only: %w", b.path, err)
-			}
+// bindBack moves the copy of b back to its path, making the mount point
+// first where a hiding tmpfs lost it, and the tree read-only for an
+// AllowRead path (step 5).
+func bindBack(b binding) error {
+	if err := mountPoint(b.path, b.dir); err != nil {
+		return fmt.Errorf("--confine: binding %s back: %w", b.path, err)
+	}
+	if err := unix.MoveMount(b.fd, "", unix.AT_FDCWD, b.path, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("--confine: binding %s back: %w", b.path, err)
+	}
+	if b.readOnly {
+		if _, err := readOnlyTree(b.path); err != nil {
+			return fmt.Errorf("--confine: making %s read-only: %w", b.path, err)
 		}
 	}
+	return nil
+}
 
-	// 6. Secrets shown again by a bound-back tree, and the engines' sockets.
-	if r.home != "" && r.home != "/" {
-		for _, s := range secretPaths {
-			p := filepath.Join(r.home, s)
-			fi, err := os.Lstat(p)
-			if err != nil {
-				continue
-			}
-			if slices.ContainsFunc(binds, func(b binding) bool { return within(b.path, p) }) {
-				continue // asked for (or the working directory is in it)
-			}
-			if err := coverPath(p, fi.IsDir()); err != nil {
-				return perMount, fmt.Errorf("--confine: hiding %s: %w", p, err)
-			}
-		}
+// coverUnlessBound hides p (coverPath) unless a bound-back tree lies in
+// it: the user asked for that one, or the working directory is in it
+// (step 6).
+func coverUnlessBound(binds []binding, p string, dir bool) error {
+	if slices.ContainsFunc(binds, func(b binding) bool { return within(b.path, p) }) {
+		return nil
 	}
-	for _, s := range engineSockets {
-		p, err := canonical(s)
-		if err != nil {
-			continue
-		}
-		fi, err := os.Lstat(p)
-		if err != nil || fi.IsDir() {
-			continue
-		}
-		if slices.ContainsFunc(binds, func(b binding) bool { return within(b.path, p) }) {
-			continue
-		}
-		if err := coverPath(p, false); err != nil {
-			return perMount, fmt.Errorf("--confine: hiding %s: %w", p, err)
-		}
+	if err := coverPath(p, dir); err != nil {
+		return fmt.Errorf("--confine: hiding %s: %w", p, err)
 	}
-
-	// The hiding tmpfs read-only, now that its mount points exist.
-	for _, fd := range readOnlyLater {
-		if err := readOnlyFD(fd); err != nil {
-			return perMount, fmt.Errorf("--confine: making a hidden tree read-only: %w", err)
-		}
-	}
-	return perMount, nil
+	return nil
 }
 
 // mountPoint makes sure path exists as a directory (dir) or file to mount

@@ -209,10 +209,7 @@ func runIDMapChild(t *testing.T, plan IDPlan, spec idmapSpec, caps []uintptr) id
 	endForker, err := startWithGroups(t, cmd, spec.HostGroups, spec.EndForker)
 	sigR.Close()
 	if err != nil {
-		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
-			t.Fatalf("cannot create a user namespace here (NSBIND_TEST_REQUIRE_USERNS=1): %v", err)
-		}
-		t.Skipf("cannot create a user namespace here: %v", err)
+		skipOrFail(t, fmt.Sprintf("cannot create a user namespace here: %v", err))
 	}
 	// Every wait below ends when the child does; the child ends by now.
 	watchdog := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
@@ -385,6 +382,87 @@ func mapLines(m []IDMapEntry) string {
 	return strings.Join(s, "; ")
 }
 
+// skipOrFail skips with why, or fails under NSBIND_TEST_REQUIRE_USERNS=1
+// (scripts/test.sh), where the machine is set up for every test.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
+		t.Fatal(why + " (NSBIND_TEST_REQUIRE_USERNS=1)")
+	}
+	t.Skip(why)
+}
+
+// needNewIDMap is newuidmap and newgidmap from PATH, or a skip (a failure
+// under scripts/test.sh).
+func needNewIDMap(t *testing.T) (nu, ng string) {
+	t.Helper()
+	nu, ng = FindNewIDMap()
+	if nu == "" || ng == "" {
+		skipOrFail(t, "newuidmap and newgidmap are not on PATH (package uidmap)")
+	}
+	return nu, ng
+}
+
+// planForTestUser is, as root, the plan for running the server as the
+// suite's unprivileged user (nsbind-test), with --root and the user's
+// ranges when root is set; it returns the user's ids and ranges too.
+func planForTestUser(t *testing.T, root bool) (plan IDPlan, uid, gid int, uids, gids []IDRange) {
+	t.Helper()
+	requireRoot(t)
+	uid, gid, name, _, err := LookupUser("nsbind-test")
+	if err != nil {
+		t.Fatalf("the suite's unprivileged user: %v", err)
+	}
+	in := IDPlanInput{CallerUID: 0, CallerGID: 0, Root: root, TargetUID: uid, TargetGID: gid, TargetName: name}
+	if root {
+		uids, gids = subIDsOf(t, name, uid, gid)
+		in.SubUIDs, in.SubGIDs = uids, gids
+	}
+	plan, err = PlanIDs(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan, uid, gid, uids, gids
+}
+
+// checkDroppedTo65534 checks that the child became 65534 inside and that
+// the file it made in dir then belongs to the matching subordinate ids on
+// the host.
+func checkDroppedTo65534(t *testing.T, res idmapResult, dir string, uids, gids []IDRange) {
+	t.Helper()
+	if res.SetgroupsErr != "" || res.SetgidErr != "" || res.SetuidErr != "" || res.Create != "" {
+		t.Fatalf("dropping to 65534: setgroups %q setgid %q setuid %q create %q", res.SetgroupsErr, res.SetgidErr, res.SetuidErr, res.Create)
+	}
+	fu, fg := ownerOf(t, filepath.Join(dir, "made-by-65534"))
+	if wu, wg := uids[0].Start+65534-1, gids[0].Start+65534-1; fu != wu || fg != wg {
+		t.Errorf("file of uid 65534 inside is %d:%d on the host, want %d:%d", fu, fg, wu, wg)
+	}
+}
+
+// startBareUserns starts a shell in a new user namespace with no maps,
+// which waits until the test ends, and returns its pid.
+func startBareUserns(t *testing.T) int {
+	t.Helper()
+	sigR, sigW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sigW.Close() })
+	cmd := exec.Command("/bin/sh", "-c", "read x <&3")
+	cmd.ExtraFiles = []*os.File{sigR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	sigR.Close()
+	if err != nil {
+		t.Fatalf("starting the child: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd.Process.Pid
+}
+
 // Unprivileged, no --root: the user's own ids map to themselves, written
 // by nsbind with setgroups denied; the ambient capabilities the child got
 // at an exec before its uid was mapped are still there, and work.
@@ -447,13 +525,7 @@ func TestIDMapUnprivilegedRootRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	uids, gids := subIDsOf(t, name, uid, gid)
-	nu, ng := FindNewIDMap()
-	if nu == "" || ng == "" {
-		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
-			t.Fatal("newuidmap and newgidmap are not on PATH (package uidmap)")
-		}
-		t.Skip("newuidmap and newgidmap are not on PATH (package uidmap)")
-	}
+	nu, ng := needNewIDMap(t)
 	plan, err := PlanIDs(IDPlanInput{CallerUID: uid, CallerGID: gid, Root: true, TargetUID: -1, TargetGID: -1,
 		TargetName: name, SubUIDs: uids, SubGIDs: gids, NewUIDMap: nu, NewGIDMap: ng})
 	if err != nil {
@@ -477,28 +549,14 @@ func TestIDMapUnprivilegedRootRange(t *testing.T) {
 	if res.BeforeCapAmb != capMask(caps...) || res.CapAmb != capMask(caps...) {
 		t.Errorf("CapAmb before %s after %s, want %s", res.BeforeCapAmb, res.CapAmb, capMask(caps...))
 	}
-	if res.SetgroupsErr != "" || res.SetgidErr != "" || res.SetuidErr != "" || res.Create != "" {
-		t.Fatalf("dropping to 65534: setgroups %q setgid %q setuid %q create %q", res.SetgroupsErr, res.SetgidErr, res.SetuidErr, res.Create)
-	}
-	fu, fg := ownerOf(t, filepath.Join(dir, "made-by-65534"))
-	if wu, wg := uids[0].Start+65534-1, gids[0].Start+65534-1; fu != wu || fg != wg {
-		t.Errorf("file of uid 65534 inside is %d:%d on the host, want %d:%d", fu, fg, wu, wg)
-	}
+	checkDroppedTo65534(t, res, dir, uids, gids)
 }
 
 // Run as root with a target user and no --root: the child becomes the
 // target, is not host uid 0, has none of root's groups and cannot read
 // /etc/shadow.
 func TestIDMapAsRootTargetUser(t *testing.T) {
-	requireRoot(t)
-	uid, gid, name, _, err := LookupUser("nsbind-test")
-	if err != nil {
-		t.Fatalf("the suite's unprivileged user: %v", err)
-	}
-	plan, err := PlanIDs(IDPlanInput{CallerUID: 0, CallerGID: 0, TargetUID: uid, TargetGID: gid, TargetName: name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, uid, gid, _, _ := planForTestUser(t, false)
 	if !plan.Direct() || !plan.Switch {
 		t.Fatalf("plan %+v: want a direct write and a switch", plan)
 	}
@@ -536,17 +594,7 @@ func TestIDMapAsRootTargetUser(t *testing.T) {
 // Run as root with --root: uid 0 inside is the target user on the host, and
 // with the target's range a worker may become 65534.
 func TestIDMapAsRootWithRoot(t *testing.T) {
-	requireRoot(t)
-	uid, gid, name, _, err := LookupUser("nsbind-test")
-	if err != nil {
-		t.Fatalf("the suite's unprivileged user: %v", err)
-	}
-	uids, gids := subIDsOf(t, name, uid, gid)
-	plan, err := PlanIDs(IDPlanInput{CallerUID: 0, CallerGID: 0, Root: true, TargetUID: uid, TargetGID: gid,
-		TargetName: name, SubUIDs: uids, SubGIDs: gids})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, uid, _, uids, gids := planForTestUser(t, true)
 	dir := shareDir(t)
 	caps := helperCapsAnd(unix.CAP_SETUID, unix.CAP_SETGID)
 	res := runIDMapChild(t, plan, idmapSpec{Dir: dir}, caps)
@@ -568,45 +616,22 @@ func TestIDMapAsRootWithRoot(t *testing.T) {
 	if res.CapAmb != capMask(caps...) {
 		t.Errorf("after EnterIDs: CapAmb %s, want %s", res.CapAmb, capMask(caps...))
 	}
-	if res.SetgroupsErr != "" || res.SetgidErr != "" || res.SetuidErr != "" || res.Create != "" {
-		t.Fatalf("dropping to 65534: setgroups %q setgid %q setuid %q create %q", res.SetgroupsErr, res.SetgidErr, res.SetuidErr, res.Create)
-	}
-	fu, fg := ownerOf(t, filepath.Join(dir, "made-by-65534"))
-	if wu, wg := uids[0].Start+65534-1, gids[0].Start+65534-1; fu != wu || fg != wg {
-		t.Errorf("file of uid 65534 inside is %d:%d on the host, want %d:%d", fu, fg, wu, wg)
-	}
+	checkDroppedTo65534(t, res, dir, uids, gids)
 }
 
 // newuidmap refusing a range that is not the user's: the error names the
 // step, keeps the exit status, and says what newuidmap said.
 func TestWriteIDMapsNewUIDMapRefuses(t *testing.T) {
 	requireUnprivileged(t)
-	nu, ng := FindNewIDMap()
-	if nu == "" || ng == "" {
-		t.Skip("newuidmap and newgidmap are not on PATH (package uidmap)")
-	}
+	nu, ng := needNewIDMap(t)
 	uid, gid := os.Getuid(), os.Getgid()
 	plan := IDPlan{
 		UIDMap:    []IDMapEntry{{0, uid, 1}, {1, 7000000, 10}},
 		GIDMap:    []IDMapEntry{{0, gid, 1}},
 		NewUIDMap: nu, NewGIDMap: ng,
 	}
-	sigR, sigW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sigW.Close()
-	cmd := exec.Command("/bin/sh", "-c", "read x <&3")
-	cmd.ExtraFiles = []*os.File{sigR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
-	sigR.Close()
-	if err != nil {
-		t.Fatalf("starting the child: %v", err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	err = WriteIDMaps(cmd.Process.Pid, plan)
+	pid := startBareUserns(t)
+	err := WriteIDMaps(pid, plan)
 	var me *IDMapError
 	var ee *exec.ExitError
 	if !errors.As(err, &me) || me.Step != StepUIDMap || me.Output == "" || !errors.As(err, &ee) {
@@ -619,23 +644,9 @@ func TestWriteIDMapsNewUIDMapRefuses(t *testing.T) {
 // may not map another uid.
 func TestWriteIDMapsDirectRefused(t *testing.T) {
 	requireUnprivileged(t)
-	sigR, sigW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sigW.Close()
-	cmd := exec.Command("/bin/sh", "-c", "read x <&3")
-	cmd.ExtraFiles = []*os.File{sigR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
-	sigR.Close()
-	if err != nil {
-		t.Fatalf("starting the child: %v", err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
+	pid := startBareUserns(t)
 	plan := IDPlan{UIDMap: []IDMapEntry{{0, 100000, 1}}, GIDMap: []IDMapEntry{{0, os.Getgid(), 1}}, SetgroupsDeny: true}
-	err = WriteIDMaps(cmd.Process.Pid, plan)
+	err := WriteIDMaps(pid, plan)
 	var me *IDMapError
 	if !errors.As(err, &me) || me.Step != StepUIDMap || !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("mapping another uid unprivileged: %v, want EPERM at %q", err, StepUIDMap)
@@ -646,15 +657,7 @@ func TestWriteIDMapsDirectRefused(t *testing.T) {
 // ids; EnterIDs sets it again, so the child of root still dies with the
 // thread that forked it (in nsbind, with nsbind).
 func TestIDMapAsRootKeepsPdeathsig(t *testing.T) {
-	requireRoot(t)
-	uid, gid, name, _, err := LookupUser("nsbind-test")
-	if err != nil {
-		t.Fatalf("the suite's unprivileged user: %v", err)
-	}
-	plan, err := PlanIDs(IDPlanInput{CallerUID: 0, CallerGID: 0, TargetUID: uid, TargetGID: gid, TargetName: name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, uid, _, _, _ := planForTestUser(t, false)
 	res := runIDMapChild(t, plan, idmapSpec{EndForker: true}, helperCapsAnd(unix.CAP_SETUID, unix.CAP_SETGID))
 	if res.Enter != "" || res.UID != uid {
 		t.Fatalf("EnterIDs: %q, uid %d", res.Enter, res.UID)

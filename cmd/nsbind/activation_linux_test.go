@@ -75,7 +75,6 @@ type activated struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	stderr *lockedBuffer
-	done   chan struct{}
 }
 
 func startActivated(t *testing.T, u *testUser, datagram bool, port uint16, nsbindArgs ...string) *activated {
@@ -94,21 +93,16 @@ func startActivated(t *testing.T, u *testUser, datagram bool, port uint16, nsbin
 	if directMode() {
 		args = append(args, "--direct")
 	}
-	a := &activated{t: t, cmd: exec.Command(activate, append(args, nsbindArgs...)...), stderr: new(lockedBuffer), done: make(chan struct{})}
+	a := &activated{t: t, cmd: exec.Command(activate, append(args, nsbindArgs...)...), stderr: new(lockedBuffer)}
 	a.cmd.Env = []string{"PATH=" + systemPath}
 	a.cmd.Dir = u.dir
 	a.cmd.Stdout, a.cmd.Stderr = a.stderr, a.stderr
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(func() {
-		a.cmd.Process.Kill()
-		<-a.done
 		if t.Failed() {
 			t.Logf("systemd-socket-activate and nsbind output:\n%s", a.stderr.String())
 		}
 	})
+	startCmd(t, a.cmd)
 	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(a.stderr.String(), "Listening on") },
 		func() string { return "systemd-socket-activate does not listen:\n" + a.stderr.String() })
 	return a

@@ -28,10 +28,15 @@ func asTestUser(t *testing.T) *testUser {
 	if os.Getuid() != 0 {
 		t.Skip("needs root for the setup (the namespaces of a remote client); scripts/test.sh runs it as root")
 	}
-	name := os.Getenv("NSBIND_TEST_USER")
-	if name == "" {
-		name = "nsbind-test"
-	}
+	uid, gid, _ := lookupTestUser(t)
+	return newTestUser(t, uid, gid, "nsbind-e2e-")
+}
+
+// lookupTestUser is the unprivileged test user's uid and gid; without the
+// user the test skips (fails under scripts/test.sh, which creates it).
+func lookupTestUser(t *testing.T) (uid, gid int, name string) {
+	t.Helper()
+	name = testUserName()
 	u, err := user.Lookup(name)
 	if err != nil {
 		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
@@ -39,11 +44,18 @@ func asTestUser(t *testing.T) *testUser {
 		}
 		t.Skipf("no test user %s: %v", name, err)
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	// The go tool builds the test binary in a directory only root can
-	// read: copy it where the user can run it.
-	dir, err := os.MkdirTemp("", "nsbind-e2e-")
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, name
+}
+
+// newTestUser is the user uid:gid with a copy of the test binary it may
+// run (the go tool builds the test binary in a directory only root can
+// read) and a work directory it owns, in a new directory named prefix...,
+// removed when the test ends.
+func newTestUser(t *testing.T, uid, gid int, prefix string) *testUser {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +77,23 @@ func asTestUser(t *testing.T) *testUser {
 	return &testUser{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, bin: bin, dir: work}
 }
 
+// prepare makes cmd, a command of the test binary, run as the user: the
+// user's copy of the binary, its credentials, its work directory.
+func (u *testUser) prepare(cmd *exec.Cmd) {
+	cmd.Path, cmd.Args[0] = u.bin, u.bin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
+	cmd.Dir = u.dir
+}
+
+// command is the program name with args run as the user in its work
+// directory.
+func (u *testUser) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
+	cmd.Dir = u.dir
+	return cmd
+}
+
 func copyFile(from, to string, mode os.FileMode) error {
 	in, err := os.Open(from)
 	if err != nil {
@@ -82,12 +111,30 @@ func copyFile(from, to string, mode os.FileMode) error {
 	return out.Close()
 }
 
+// netnsHost is "another machine" for a test: a network namespace made by
+// newTestNetns, where the test runs programs.
+type netnsHost struct {
+	name string
+}
+
+// command runs name with args inside the namespace.
+func (h netnsHost) command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", h.name, name}, args...)...)
+}
+
+// start starts name with args inside the namespace as startProcess does:
+// killed when the test ends, and, unless ready is "", waited for until its
+// output holds ready.
+func (h netnsHost) start(t *testing.T, ready, name string, args ...string) *lockedBuffer {
+	t.Helper()
+	return startProcess(t, filepath.Base(name)+" in the remote host", h.command(name, args...), ready)
+}
+
 // remoteHost is a network namespace made by the test, joined to the host
 // by a veth pair, with documentation addresses: the host side has
 // 198.51.100.129/25 and 2001:db8:4::1/64, the remote side .130 and ::130.
 type remoteHost struct {
-	t    *testing.T
-	name string
+	netnsHost
 }
 
 // Addresses of the remote host and of the host on the veth pair.
@@ -102,7 +149,7 @@ const (
 func newRemoteHost(t *testing.T) *remoteHost {
 	t.Helper()
 	name, _ := newTestNetns(t, "nsbt", hostVeth4, remote4, hostVeth6, remote6, false)
-	return &remoteHost{t: t, name: name}
+	return &remoteHost{netnsHost{name}}
 }
 
 // newTestNetns makes "another machine" for a test: a network namespace
@@ -149,9 +196,4 @@ func newTestNetns(t *testing.T, prefix, host4, remote4, host6, remote6 string, f
 	run("-n", name, "route", "add", "default", "via", host4)
 	run("-n", name, "-6", "route", "add", "default", "via", host6)
 	return name, hostSide
-}
-
-// command runs name with args inside the remote host.
-func (h *remoteHost) command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.name, name}, args...)...)
 }

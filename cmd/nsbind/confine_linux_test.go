@@ -461,10 +461,7 @@ http {
 	}
 	prepare := func(cmd *exec.Cmd) { cmd.Path, cmd.Dir = selfBinary(t), work }
 	if u != nil {
-		prepare = func(cmd *exec.Cmd) {
-			cmd.Path, cmd.Args[0], cmd.Dir = u.bin, u.bin, work
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-		}
+		prepare = u.prepare // its work directory is work
 	}
 	r := startNsbindIn(t, work, prepare, "--confine", "--allow-read", docroot, "--allow-write", logs,
 		"-p", "80:0", "--", nginx, "-p", work, "-e", filepath.Join(logs, "error.log"), "-c", conf, "-g", "daemon off;")
@@ -592,22 +589,5 @@ func TestConfineToHost(t *testing.T) {
 // environment env (nil: the test's).
 func runNsbindIn(t *testing.T, dir string, env []string, args ...string) (int, string, string) {
 	t.Helper()
-	requireUserns(t)
-	cmd := nsbindCmd(args...)
-	cmd.Path, cmd.Dir, cmd.Env = selfBinary(t), dir, env
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("nsbind %q did not finish within 30s; stderr:\n%s", args, stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	return runNsbindWith(t, func(cmd *exec.Cmd) { cmd.Path, cmd.Dir, cmd.Env = selfBinary(t), dir, env }, args...)
 }

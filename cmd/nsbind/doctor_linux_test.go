@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -20,30 +19,6 @@ import (
 	"github.com/nsbind/nsbind/internal/doctor"
 	"github.com/nsbind/nsbind/nsutil"
 )
-
-// runCmd runs cmd to its end (at most 60s) and returns its status and
-// output.
-func runCmd(t *testing.T, cmd *exec.Cmd) (int, string, string) {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("%q did not finish within 60s; stderr:\n%s", cmd.Args, stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
-}
 
 // Acceptance 1: nsbind doctor passes on this machine, as root and as the
 // unprivileged user, with one line per check, and --json says the same.

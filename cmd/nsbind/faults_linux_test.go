@@ -399,8 +399,7 @@ func TestFaultFDExhaustion(t *testing.T) {
 	if err := echoThrough(a, 1<<20); err != nil {
 		t.Fatalf("a new client after the exhaustion: %v", err)
 	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	if code := r.wait(15 * time.Second); code != 143 {
+	if code := r.stop(15 * time.Second); code != 143 {
 		t.Fatalf("exit %d, want the server's 143", code)
 	}
 }
@@ -715,8 +714,7 @@ func TestStatsFlag(t *testing.T) {
 	if err := echoThrough(a6, 500); err != nil {
 		t.Fatal(err)
 	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	r.wait(15 * time.Second)
+	r.stop(15 * time.Second)
 	stderr := r.stderr.String()
 	for _, want := range []string{
 		fmt.Sprintf("nsbind: %s → :7/tcp: 3 connections, 0 failed, 6000 bytes in, 6000 bytes out\n", a4),

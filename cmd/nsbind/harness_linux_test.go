@@ -110,11 +110,7 @@ func startNsbindAs(t *testing.T, u *testUser, args ...string) *nsbindRun {
 	if u == nil {
 		return startNsbind(t, args...)
 	}
-	return startNsbindIn(t, u.dir, func(cmd *exec.Cmd) {
-		cmd.Path, cmd.Args[0] = u.bin, u.bin
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-		cmd.Dir = u.dir
-	}, args...)
+	return startNsbindIn(t, u.dir, u.prepare, args...)
 }
 
 // startNsbindVia is startNsbind with nsbind started by the command line
@@ -138,11 +134,20 @@ func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...st
 	t.Helper()
 	requireUserns(t)
 	portsFile := filepath.Join(dir, "ports.json")
-	r := &nsbindRun{t: t, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
-	r.cmd = nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
+	cmd := nsbindCmd(append([]string{"run", "--ports-file", portsFile}, args...)...)
 	if prepare != nil {
-		prepare(r.cmd)
+		prepare(cmd)
 	}
+	return launchNsbind(t, cmd, portsFile, quiet(args))
+}
+
+// launchNsbind starts cmd, an nsbind run that writes its ports file to
+// portsFile, and waits as startNsbind does (for the start lines unless
+// quiet). nsbind is killed when the test ends, and its output logged if
+// the test failed.
+func launchNsbind(t *testing.T, cmd *exec.Cmd, portsFile string, quiet bool) *nsbindRun {
+	t.Helper()
+	r := &nsbindRun{t: t, cmd: cmd, stdout: new(lockedBuffer), stderr: new(lockedBuffer), done: make(chan struct{})}
 	r.cmd.Stdout = r.stdout
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
@@ -171,7 +176,7 @@ func startNsbindIn(t *testing.T, dir string, prepare func(*exec.Cmd), args ...st
 			}
 			// The file is written before the server starts; the start
 			// lines come once it runs.
-			if quiet(args) || strings.Count(r.stderr.String(), " → :") >= len(r.ports) {
+			if quiet || strings.Count(r.stderr.String(), " → :") >= len(r.ports) {
 				return r
 			}
 		}
@@ -214,6 +219,16 @@ func (r *nsbindRun) addr(family int) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// stop sends nsbind SIGTERM and waits for it to exit, at most d, and
+// returns its status.
+func (r *nsbindRun) stop(d time.Duration) int {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		r.t.Fatalf("SIGTERM to nsbind: %v", err)
+	}
+	return r.wait(d)
+}
+
 // wait waits for nsbind to exit, at most d, and returns its status.
 func (r *nsbindRun) wait(d time.Duration) int {
 	r.t.Helper()
@@ -245,26 +260,115 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool, why func() strin
 	}
 }
 
-// runNsbind runs nsbind to the end and returns its status and stderr.
+// runNsbind runs nsbind to the end and returns its status, stdout and
+// stderr.
 func runNsbind(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return runNsbindWith(t, nil, args...)
+}
+
+// runNsbindWith is runNsbind with prepare, if not nil, adjusting the
+// command before it starts (its environment, say).
+func runNsbindWith(t *testing.T, prepare func(*exec.Cmd), args ...string) (int, string, string) {
 	t.Helper()
 	requireUserns(t)
 	cmd := nsbindCmd(args...)
+	if prepare != nil {
+		prepare(cmd)
+	}
+	return runCmdWithin(t, cmd, 30*time.Second)
+}
+
+// runCmd runs cmd to its end (at most a minute) and returns its status and
+// output.
+func runCmd(t *testing.T, cmd *exec.Cmd) (int, string, string) {
+	t.Helper()
+	return runCmdWithin(t, cmd, time.Minute)
+}
+
+// runCmdWithin runs cmd to its end, killing it and failing the test after
+// d, and returns its status, stdout and stderr.
+func runCmdWithin(t *testing.T, cmd *exec.Cmd, d time.Duration) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	done := make(chan error, 1)
+	if err := runBounded(cmd, d); err != nil {
+		t.Fatalf("%q: %v; stderr:\n%s", cmd.Args, err, stderr.String())
+	}
+	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+}
+
+// runBounded runs cmd, killing it after d.
+func runBounded(cmd *exec.Cmd, d time.Duration) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(d):
+		cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("did not finish within %v", d)
+	}
+}
+
+// startCmd starts cmd and returns a channel closed once it has exited and
+// been waited for (cmd.ProcessState is set then). When the test ends the
+// process is killed and waited for.
+func startCmd(t *testing.T, cmd *exec.Cmd) <-chan struct{} {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
 		cmd.Process.Kill()
 		<-done
-		t.Fatalf("nsbind %q did not finish within 30s; stderr:\n%s", args, stderr.String())
+	})
+	return done
+}
+
+// startProcess starts cmd (what it is, for the messages) with its stdout
+// and stderr collected, and, unless ready is "", waits at most 15 seconds
+// until they hold ready, failing if it ends first. It is killed when the
+// test ends, and its output logged if the test failed.
+func startProcess(t *testing.T, what string, cmd *exec.Cmd, ready string) *lockedBuffer {
+	t.Helper()
+	out := new(lockedBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s:\n%s", what, out.String())
+		}
+	})
+	done := startCmd(t, cmd)
+	if ready == "" {
+		return out
 	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	ended := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
+	waitUntil(t, 15*time.Second, func() bool { return strings.Contains(out.String(), ready) || ended() },
+		func() string { return fmt.Sprintf("%s did not print %q:\n%s", what, ready, out.String()) })
+	if !strings.Contains(out.String(), ready) {
+		t.Fatalf("%s ended before it printed %q:\n%s", what, ready, out.String())
+	}
+	return out
 }
 
 // descendants lists the processes below pid, found through

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/nsbind/nsbind/nsutil"
 )
@@ -27,22 +25,6 @@ func needHostRoot(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("tests nsbind run as host root; scripts/test.sh runs it as root")
 	}
-}
-
-// lookupTestUser is the unprivileged test user's uid and gid.
-func lookupTestUser(t *testing.T) (uid, gid int, name string) {
-	t.Helper()
-	name = testUserName()
-	u, err := user.Lookup(name)
-	if err != nil {
-		if os.Getenv("NSBIND_TEST_REQUIRE_USERNS") == "1" {
-			t.Fatalf("test user %s: %v (scripts/test.sh creates it)", name, err)
-		}
-		t.Skipf("no test user %s: %v", name, err)
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	return uid, gid, name
 }
 
 // withEnv returns a prepare function for startNsbindIn that runs nsbind
@@ -66,30 +48,6 @@ func withEnv(unset []string, set ...string) func(*exec.Cmd) {
 }
 
 var sudoVars = []string{"SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"}
-
-// runNsbindWith runs nsbind to the end with prepare applied, and returns
-// its status, stdout and stderr.
-func runNsbindWith(t *testing.T, prepare func(*exec.Cmd), args ...string) (int, string, string) {
-	t.Helper()
-	requireUserns(t)
-	cmd := nsbindCmd(args...)
-	prepare(cmd)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("nsbind %q did not finish within 30s; stderr:\n%s", args, stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
-}
 
 // The critical hole: run by root, the server must not be host root. With
 // --user it cannot read /etc/shadow, write a root-owned file, or plant a
@@ -267,24 +225,7 @@ func asNamedUser(t *testing.T, name string) *testUser {
 	if r, _ := nsutil.ReadSubIDs(nsutil.SubUIDFile, name, uid); len(r) > 0 {
 		t.Skipf("%s has subordinate ids here: %v", name, r)
 	}
-	dir, err := os.MkdirTemp("", "nsbind-ids-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "nsbind.test")
-	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	work := filepath.Join(dir, "work")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(work, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	return &testUser{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, bin: bin, dir: work}
+	return newTestUser(t, uid, gid, "nsbind-ids-")
 }
 
 // needSubIDs skips (fails under scripts/test.sh) unless the test runs as

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -40,21 +39,7 @@ func cliAs(t *testing.T, cred *syscall.Credential, bin string, args ...string) (
 	// Another user's own environment: no XDG_RUNTIME_DIR of the test's.
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/", "TMPDIR=/tmp"}
 	cmd.Dir = "/"
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("nsbind %q did not finish within 30s; stderr:\n%s", args, stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	return runCmdWithin(t, cmd, 30*time.Second)
 }
 
 // cli runs the nsbind CLI as the test and fails the test unless it exits 0.
@@ -107,45 +92,10 @@ func banner(t *testing.T, ap netip.AddrPort) string {
 }
 
 // startExec starts "nsbind exec NAME ARGS..." as the test and waits until
-// its stdout has a line "listening".
-func startExec(t *testing.T, name string, args ...string) *exec.Cmd {
+// it prints a line "listening".
+func startExec(t *testing.T, name string, args ...string) {
 	t.Helper()
-	cmd := nsbindCmd(append([]string{"exec", name, "--"}, args...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	listening := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "listening" {
-				close(listening)
-				break
-			}
-		}
-		io.Copy(io.Discard, out)
-		cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
-	select {
-	case <-listening:
-	case <-done:
-		t.Fatalf("nsbind exec %q ended before it listened:\n%s", args, stderr.String())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("nsbind exec %q did not listen within 15s:\n%s", args, stderr.String())
-	}
-	return cmd
+	startProcess(t, fmt.Sprintf("nsbind exec %q", args), nsbindCmd(append([]string{"exec", name, "--"}, args...)...), "listening\n")
 }
 
 // Acceptance 1: a named run is listed with its ports; a port added while
@@ -325,23 +275,7 @@ func TestInstanceExec(t *testing.T) {
 
 	// A signal to nsbind exec reaches the command.
 	sleeper := nsbindCmd("exec", name, "sh", "-c", "echo started; exec sleep 30")
-	out, err := sleeper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, out)
-		sleeper.Wait()
-		close(done)
-	}()
-	defer func() {
-		sleeper.Process.Kill()
-		<-done
-	}()
+	done := startCmd(t, sleeper)
 	// "started" is the command's own: it runs by then.
 	processNamed(t, os.Getpid(), "sleep")
 	sleeper.Process.Signal(syscall.SIGTERM)

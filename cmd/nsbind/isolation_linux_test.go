@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -135,19 +134,7 @@ func hostUDPService(t *testing.T, addr string) (uint16, *atomic.Int32) {
 // startSink runs datagramSink on the remote machine and returns its output.
 func (h *vethRemote) startSink(t *testing.T, python string) *lockedBuffer {
 	t.Helper()
-	cmd := h.command(python, "-c", datagramSink)
-	out := new(lockedBuffer)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "listening") },
-		func() string { return "the datagram sink did not start: " + out.String() })
-	return out
+	return h.start(t, "listening", python, "-c", datagramSink)
 }
 
 // sendMarkers sends "marker" by UDP and UDP-Lite from the host to the
@@ -179,6 +166,46 @@ func sendMarkers(t *testing.T, sink *lockedBuffer, addr string) {
 		func() string { return "the markers did not arrive: " + sink.String() })
 }
 
+// outsideWorld is what traffic from inside could reach outside the
+// namespace: another machine behind an interface that forwards (a TCP
+// server on 9000, the datagram sink on 9001 and 9002) and the host's own
+// TCP and UDP services on every address, at the ports tcpPort and udpPort.
+type outsideWorld struct {
+	remote                 *vethRemote
+	sink                   *lockedBuffer
+	tcpPort, udpPort       string
+	tcpConns, udpDatagrams *atomic.Int32
+}
+
+func newOutsideWorld(t *testing.T, python string) *outsideWorld {
+	t.Helper()
+	w := &outsideWorld{remote: newVethRemote(t)}
+	w.remote.serve(t, python, 9000)
+	w.sink = w.remote.startSink(t, python)
+	tcpPort, tcpConns := hostTCPService(t, ":0")
+	udpPort, udpDatagrams := hostUDPService(t, ":0")
+	w.tcpPort, w.udpPort = strconv.Itoa(int(tcpPort)), strconv.Itoa(int(udpPort))
+	w.tcpConns, w.udpDatagrams = tcpConns, udpDatagrams
+	return w
+}
+
+// nothingArrived checks, once the markers from the host arrived, that no
+// datagram from inside reached the other machine and that the host's
+// services had no client from inside.
+func (w *outsideWorld) nothingArrived(t *testing.T) {
+	t.Helper()
+	sendMarkers(t, w.sink, vethRemote4)
+	if s := w.sink.String(); strings.Contains(s, "probe") {
+		t.Errorf("datagrams from inside reached the other machine:\n%s", s)
+	}
+	if n := w.tcpConns.Load(); n != 0 {
+		t.Errorf("the host's TCP service had %d connections from inside", n)
+	}
+	if n := w.udpDatagrams.Load(); n != 0 {
+		t.Errorf("the host's UDP service got %d datagrams from inside", n)
+	}
+}
+
 // probeLines maps each probe argument to its result.
 func probeLines(out string) map[string]string {
 	m := map[string]string{}
@@ -199,12 +226,8 @@ func probeLines(out string) map[string]string {
 func TestVethIsolated(t *testing.T) {
 	needRoot(t)
 	python := needProgram(t, "python3")
-	remote := newVethRemote(t)
-	remote.serve(t, python, 9000)
-	sink := remote.startSink(t, python)
-	tcpPort, tcpConns := hostTCPService(t, ":0")
-	udpPort, udpDatagrams := hostUDPService(t, ":0")
-	tp, up := strconv.Itoa(int(tcpPort)), strconv.Itoa(int(udpPort))
+	world := newOutsideWorld(t, python)
+	remote, tp, up := world.remote, world.tcpPort, world.udpPort
 	targets := []string{
 		"tcp|gw|" + tp, "tcp|" + vethHost4 + "|" + tp, "tcp|" + vethHost6 + "|" + tp,
 		"tcp|" + vethRemote4 + "|9000", "tcp|" + vethRemote6 + "|9000",
@@ -225,16 +248,7 @@ func TestVethIsolated(t *testing.T) {
 			t.Errorf("%s: %s, want ENETUNREACH at once (no way out)", a, res)
 		}
 	}
-	sendMarkers(t, sink, vethRemote4)
-	if s := sink.String(); strings.Contains(s, "probe") {
-		t.Errorf("datagrams from inside reached the other machine:\n%s", s)
-	}
-	if n := tcpConns.Load(); n != 0 {
-		t.Errorf("the host's TCP service had %d connections from inside", n)
-	}
-	if n := udpDatagrams.Load(); n != 0 {
-		t.Errorf("the host's UDP service got %d datagrams from inside", n)
-	}
+	world.nothingArrived(t)
 
 	// Published still comes in, through the kernel.
 	port := r.addr(4).Port()
@@ -329,10 +343,7 @@ threading.Event().wait()
 			port string
 			want string
 		}{{"80", "OK port 80"}, {"9999", ""}} {
-			cmd := exec.Command(userPython, "-c", reachProbe, "tcp|"+addr+"|"+c.port)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-			cmd.Dir = u.dir
-			out, err := cmd.CombinedOutput()
+			out, err := u.command(userPython, "-c", reachProbe, "tcp|"+addr+"|"+c.port).CombinedOutput()
 			if err != nil {
 				t.Fatalf("probe as uid %d: %v\n%s", u.cred.Uid, err, out)
 			}
@@ -360,12 +371,8 @@ func TestVethIsolatedRootServerFlushesRules(t *testing.T) {
 	needRoot(t)
 	python := needProgram(t, "python3")
 	nft := needProgram(t, "nft")
-	remote := newVethRemote(t)
-	remote.serve(t, python, 9000)
-	sink := remote.startSink(t, python)
-	tcpPort, tcpConns := hostTCPService(t, ":0")
-	udpPort, udpDatagrams := hostUDPService(t, ":0")
-	tp, up := strconv.Itoa(int(tcpPort)), strconv.Itoa(int(udpPort))
+	world := newOutsideWorld(t, python)
+	tp, up := world.tcpPort, world.udpPort
 	targets := []string{
 		"tcp|gw|" + tp, "tcp|" + vethHost4 + "|" + tp, "tcp|" + vethRemote4 + "|9000",
 		"udp|gw|" + up, "udp|" + vethRemote4 + "|9001", "udplite|" + vethRemote4 + "|9002",
@@ -384,13 +391,7 @@ func TestVethIsolatedRootServerFlushesRules(t *testing.T) {
 			t.Errorf("%s: %s: the host forwarded or accepted it", a, res)
 		}
 	}
-	sendMarkers(t, sink, vethRemote4)
-	if s := sink.String(); strings.Contains(s, "probe") {
-		t.Errorf("datagrams from inside reached the other machine:\n%s", s)
-	}
-	if n, m := tcpConns.Load(), udpDatagrams.Load(); n != 0 || m != 0 {
-		t.Errorf("the host's services had %d connections and %d datagrams from inside", n, m)
-	}
+	world.nothingArrived(t)
 }
 
 // The subnet lock: any local user can bind the abstract socket that once
@@ -400,25 +401,13 @@ func TestVethSubnetLockSquatted(t *testing.T) {
 	needRoot(t)
 	u := asTestUser(t)
 	python := systemProgram(t, "python3")
-	squat := exec.Command(python, "-c", `
+	startProcess(t, "the user binding the abstract socket", u.command(python, "-c", `
 import socket, threading
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind("\0nsbind-veth-subnets")
 print("held", flush=True)
 threading.Event().wait()
-`)
-	squat.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-	out := new(lockedBuffer)
-	squat.Stdout, squat.Stderr = out, out
-	if err := squat.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		squat.Process.Kill()
-		squat.Wait()
-	})
-	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "held") },
-		func() string { return "the user could not bind the abstract socket: " + out.String() })
+`), "held")
 
 	start := time.Now()
 	code, _, stderr := runNsbind(t, "run", "--net=veth", "-p", "80:0", "--", "true")
@@ -430,7 +419,7 @@ threading.Event().wait()
 	}
 
 	for _, path := range []string{"/run/nsbind/veth-subnets.lock"} {
-		cmd := exec.Command(python, "-c", `
+		res, err := u.command(python, "-c", `
 import fcntl, sys
 try:
     f = open(sys.argv[1], "rb")
@@ -438,9 +427,7 @@ try:
     print("locked")
 except OSError as e:
     print("refused", e.errno)
-`, path)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-		res, err := cmd.CombinedOutput()
+`, path).CombinedOutput()
 		if err != nil || !strings.HasPrefix(string(res), "refused") {
 			t.Errorf("the user on %s: %v: %s", path, err, res)
 		}
@@ -514,18 +501,7 @@ func TestOutboundOwnSocketsRefused(t *testing.T) {
 	cmd := outCmd(t, nil, "--", python, "-c", ownSocketsProbe, dir)
 	stdout, stderr := new(lockedBuffer), new(lockedBuffer)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
+	done := startCmd(t, cmd)
 	var ports struct{ TCP, UDP [][2]any }
 	waitUntil(t, 20*time.Second, func() bool {
 		b, err := os.ReadFile(filepath.Join(dir, "ports"))

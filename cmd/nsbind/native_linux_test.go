@@ -10,7 +10,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -365,8 +364,7 @@ func TestNativeStats(t *testing.T) {
 	for range 2 {
 		dialLine(t, netip.IPv6Loopback(), r.addr(6))
 	}
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	r.wait(15 * time.Second)
+	r.stop(15 * time.Second)
 	stderr := r.stderr.String()
 	total := 0
 	for _, line := range strings.Split(stderr, "\n") {

@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -45,6 +44,15 @@ func probeResult(t *testing.T, out string) (string, float64) {
 	return f[len(f)-2], secs
 }
 
+// failsAtOnce reports, with the message to give if not, whether
+// connectProbe's output out says the connect failed with want within two
+// seconds.
+func failsAtOnce(t *testing.T, what, out, want string) (bool, string) {
+	t.Helper()
+	r, secs := probeResult(t, out)
+	return r == want && secs <= 2, fmt.Sprintf("%s: %s after %vs, want %s at once", what, r, secs, want)
+}
+
 // userProgram checks that name is installed and returns the name to run
 // it by: programs inside run as the test user, who finds them on its own
 // PATH (root's may lead to a directory only root can read, as pyenv's
@@ -60,14 +68,9 @@ func userProgram(t *testing.T, name string) string {
 func outCmd(t *testing.T, u *testUser, args ...string) *exec.Cmd {
 	t.Helper()
 	requireUserns(t)
-	bin := os.Args[0]
+	cmd := exec.Command(os.Args[0], append([]string{"__nsbind", "run"}, args...)...)
 	if u != nil {
-		bin = u.bin
-	}
-	cmd := exec.Command(bin, append([]string{"__nsbind", "run"}, args...)...)
-	if u != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred}
-		cmd.Dir = u.dir
+		u.prepare(cmd)
 	}
 	return cmd
 }
@@ -76,33 +79,7 @@ func outCmd(t *testing.T, u *testUser, args ...string) *exec.Cmd {
 // the test itself), and returns its status, stdout and stderr.
 func outRun(t *testing.T, u *testUser, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := outCmd(t, u, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := runBounded(cmd, 120*time.Second); err != nil {
-		t.Fatalf("nsbind run %q: %v; stderr:\n%s", args, err, stderr.String())
-	}
-	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
-}
-
-// runBounded runs cmd, killing it after d.
-func runBounded(cmd *exec.Cmd, d time.Duration) error {
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("did not finish within %v", d)
-	}
+	return runCmdWithin(t, outCmd(t, u, args...), 2*time.Minute)
 }
 
 // hostHTTP serves body on 127.0.0.1:0 of the host for the test's life.
@@ -174,11 +151,11 @@ func TestToHost(t *testing.T) {
 	}
 	// The host server listens on 127.0.0.1 only: ::1 inside is the host's
 	// ::1, where nothing listens, so it is refused as it would be there.
-	if r, secs := probeResult(t, lines[2]); r != "ECONNREFUSED" || secs > 2 {
-		t.Errorf("[::1]:5432 inside: %s after %vs, want ECONNREFUSED at once", r, secs)
+	if ok, msg := failsAtOnce(t, "[::1]:5432 inside", lines[2], "ECONNREFUSED"); !ok {
+		t.Error(msg)
 	}
-	if r, secs := probeResult(t, lines[3]); r != "ECONNREFUSED" || secs > 2 {
-		t.Errorf("closed host port: %s after %vs, want ECONNREFUSED at once", r, secs)
+	if ok, msg := failsAtOnce(t, "closed host port", lines[3], "ECONNREFUSED"); !ok {
+		t.Error(msg)
 	}
 	if lines[4] != "echo: ping" {
 		t.Errorf("UDP: %q, want the host's echo", lines[4])
@@ -193,8 +170,8 @@ func TestIsolated(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if r, secs := probeResult(t, out); r != "ENETUNREACH" || secs > 2 {
-		t.Fatalf("isolated: %s after %vs, want ENETUNREACH at once", r, secs)
+	if ok, msg := failsAtOnce(t, "isolated", out, "ENETUNREACH"); !ok {
+		t.Fatal(msg)
 	}
 }
 
@@ -225,7 +202,7 @@ func TestOutboundFlagErrors(t *testing.T) {
 // 2001:db8::1/64, the remote side .2 and ::2 (documentation addresses,
 // apart from those of the other tests).
 type outRemote struct {
-	name string
+	netnsHost
 }
 
 const (
@@ -238,33 +215,14 @@ const (
 func newOutRemote(t *testing.T) *outRemote {
 	t.Helper()
 	name, _ := newTestNetns(t, "nsbo", "198.51.100.1", outRemote4, "2001:db8::1", outRemote6, false)
-	return &outRemote{name: name}
-}
-
-// start starts a program in the remote host; it is killed when the test
-// ends.
-func (h *outRemote) start(t *testing.T, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", h.name, name}, args...)...)
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s in the remote host:\n%s", name, out.String())
-		}
-	})
+	return &outRemote{netnsHost{name}}
 }
 
 // startHTTP serves dir with python3's http.server on port of the remote
 // host, both families, and waits until it answers.
 func (h *outRemote) startHTTP(t *testing.T, dir string, port int) {
 	t.Helper()
-	h.start(t, needProgram(t, "python3"), "-m", "http.server", "--bind", "::", "--directory", dir, strconv.Itoa(port))
+	h.start(t, "", needProgram(t, "python3"), "-m", "http.server", "--bind", "::", "--directory", dir, strconv.Itoa(port))
 	waitUntil(t, 15*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(outRemote4, strconv.Itoa(port)), time.Second)
 		if err == nil {
@@ -274,9 +232,10 @@ func (h *outRemote) startHTTP(t *testing.T, dir string, port int) {
 	}, func() string { return "http.server in the remote host does not answer" })
 }
 
-// startDNS runs dnsmasq on addr:port that answers name with answer, and
-// waits until it does.
-func startDNS(t *testing.T, start func(*testing.T, string, ...string), addrs string, port int, name, answer string) {
+// startDNS runs dnsmasq on addr:port that answers name with answer,
+// started by start (as startProcess, from the command line), and waits
+// until it answers.
+func startDNS(t *testing.T, start func(t *testing.T, name string, args ...string), addrs string, port int, name, answer string) {
 	t.Helper()
 	dnsmasq := needProgram(t, "dnsmasq")
 	dig := userProgram(t, "dig")
@@ -303,7 +262,7 @@ func TestOutboundRemote(t *testing.T) {
 	os.Mkdir(www, 0o755)
 	os.WriteFile(filepath.Join(www, "index.html"), []byte("hello from the remote host\n"), 0o644)
 	h.startHTTP(t, www, 8080)
-	startDNS(t, h.start, outRemote4+","+outRemote6, 5353, "remote.nsbind.test", "198.51.100.77")
+	startDNS(t, func(t *testing.T, name string, args ...string) { h.start(t, "", name, args...) }, outRemote4+","+outRemote6, 5353, "remote.nsbind.test", "198.51.100.77")
 
 	t.Run("http", func(t *testing.T) {
 		for _, url := range []string{"http://" + outRemote4 + ":8080/", "http://[" + outRemote6 + "]:8080/"} {
@@ -330,8 +289,8 @@ func TestOutboundRemote(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			if r, secs := probeResult(t, out); r != "ECONNREFUSED" || secs > 2 {
-				t.Fatalf("%s:8081: %s after %vs, want ECONNREFUSED at once", host, r, secs)
+			if ok, msg := failsAtOnce(t, host+":8081", out, "ECONNREFUSED"); !ok {
+				t.Fatal(msg)
 			}
 		}
 	})
@@ -341,8 +300,8 @@ func TestOutboundRemote(t *testing.T) {
 			t.Fatalf("curl with --isolated: exit %d, %q, stderr:\n%s", code, out, stderr)
 		}
 		code, out, stderr = outRun(t, u, "--isolated", "--", python, "-c", connectProbe, outRemote4, "8080")
-		if r, secs := probeResult(t, out); code != 0 || r != "ENETUNREACH" || secs > 2 {
-			t.Fatalf("isolated: %s after %vs, want ENETUNREACH at once (exit %d, %s)", r, secs, code, stderr)
+		if ok, msg := failsAtOnce(t, "isolated", out, "ENETUNREACH"); code != 0 || !ok {
+			t.Fatalf("%s (exit %d, %s)", msg, code, stderr)
 		}
 	})
 }
@@ -357,15 +316,7 @@ func TestResolverOnHostLoopback(t *testing.T) {
 	python := userProgram(t, "python3")
 	dig := userProgram(t, "dig")
 	start := func(t *testing.T, name string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
+		startProcess(t, name, exec.Command(name, args...), "")
 	}
 	startDNS(t, start, "127.0.0.153", 53, "host.nsbind.test", "198.51.100.88")
 	resolv := filepath.Join(u.dir, "resolv.conf")

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -51,22 +48,12 @@ func readmeSource(t *testing.T) (readme []byte, pkgDir string) {
 // and returns its stdout, stderr and exit status; bounded by 60 s.
 func nsbindOutput(t *testing.T, dir string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, selfBinary(t), append([]string{"__nsbind"}, args...)...)
+	cmd := exec.Command(selfBinary(t), append([]string{"__nsbind"}, args...)...)
 	cmd.Dir = dir
 	// A race-detector build sleeps 1 s at exit unless told not to.
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("nsbind %s did not end within 60s; stderr:\n%s", strings.Join(args, " "), stderr.String())
-	}
-	if err != nil && cmd.ProcessState == nil {
-		t.Fatal(err)
-	}
-	return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	code, stdout, stderr := runCmd(t, cmd)
+	return stdout, stderr, code
 }
 
 // helpFlagRE is a flag line of a help's Flags section: "  -p, --publish ...".
@@ -459,79 +446,24 @@ func readmeServerDir(t *testing.T) string {
 	return dir
 }
 
-// readmeRun is "nsbind ARGS" of a README example, started in dir with
-// --ports-file inserted after "run", once every host socket listens and
-// nsbind printed its start lines.
-type readmeRun struct {
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	ports  []portEntry
-	done   chan struct{}
-	code   int
-}
-
-func startReadmeRun(t *testing.T, dir string, args []string) *readmeRun {
+// startReadmeRun starts "nsbind ARGS" of a README example in dir, with
+// --ports-file inserted after "run", and returns once every host socket
+// listens and nsbind printed its start lines. The command line is the
+// README's: not nsbindCmd's, which may add --direct=false.
+func startReadmeRun(t *testing.T, dir string, args []string) *nsbindRun {
 	t.Helper()
 	requireUserns(t)
 	portsFile := filepath.Join(t.TempDir(), "ports.json")
 	args = slices.Insert(slices.Clone(args), slices.Index(args, "run")+1, "--ports-file", portsFile)
-	r := &readmeRun{stderr: new(lockedBuffer), done: make(chan struct{})}
-	r.cmd = exec.Command(selfBinary(t), append([]string{"__nsbind"}, args...)...)
-	r.cmd.Dir = dir
-	r.cmd.Stdout = r.stderr // the server's own lines, for the log
-	r.cmd.Stderr = r.stderr
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		r.cmd.Wait()
-		r.code = r.cmd.ProcessState.ExitCode()
-		if ws, ok := r.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			r.code = 128 + int(ws.Signal())
-		}
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-		if t.Failed() {
-			t.Logf("nsbind %s\noutput:\n%s", strings.Join(args, " "), r.stderr.String())
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if b, err := os.ReadFile(portsFile); err == nil && json.Unmarshal(b, &r.ports) == nil &&
-			strings.Count(r.stderr.String(), " → :") >= len(r.ports) {
-			return r
-		}
-		select {
-		case <-r.done:
-			t.Fatalf("nsbind %s exited %d before it served", strings.Join(args, " "), r.code)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nsbind %s did not start within 15s", strings.Join(args, " "))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// stop sends nsbind SIGTERM and returns its exit status.
-func (r *readmeRun) stop(t *testing.T) int {
-	t.Helper()
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	return r.wait(t)
-}
-
-func (r *readmeRun) wait(t *testing.T) int {
-	t.Helper()
+	cmd := exec.Command(selfBinary(t), append([]string{"__nsbind"}, args...)...)
+	cmd.Dir = dir
+	r := launchNsbind(t, cmd, portsFile, false)
 	select {
 	case <-r.done:
-		return r.code
-	case <-time.After(20 * time.Second):
-		t.Fatal("nsbind did not exit within 20s")
-		return 0
+		t.Fatalf("nsbind %s exited %d before it served", strings.Join(args, " "), r.code)
+	default:
 	}
+	return r
 }
 
 // portURL is the http:// URL of the host socket p.
@@ -564,7 +496,7 @@ func readmeHTTPServer(t *testing.T, cmd string) {
 		}
 		wantListing(t, "curl "+portURL(p), curl(t, portURL(p)))
 	}
-	if code := r.stop(t); code != 143 {
+	if code := r.stop(20 * time.Second); code != 143 {
 		t.Errorf("nsbind exited %d after SIGTERM, want the server's 143", code)
 	}
 }
@@ -721,7 +653,7 @@ func readmeInstances(t *testing.T) {
 		case strings.HasPrefix(cmd, "nsbind stop "):
 			// As SIGTERM to that nsbind: the server gets SIGTERM.
 			nsbind(cmd)
-			if code := r.wait(t); code != 143 {
+			if code := r.wait(20 * time.Second); code != 143 {
 				t.Errorf("%s: the run exited %d, want the server's 143 (SIGTERM)", cmd, code)
 			}
 		default:

@@ -27,20 +27,11 @@ func runWithStderr(t *testing.T, w *os.File, d time.Duration, args ...string) in
 	requireUserns(t)
 	cmd := nsbindCmd(args...)
 	cmd.Stderr = w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	done := startCmd(t, cmd)
 	w.Close()
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
 	select {
 	case <-done:
 	case <-time.After(d):
-		cmd.Process.Kill()
-		<-done
 		t.Fatalf("nsbind %q did not exit within %v", args, d)
 	}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -147,19 +138,8 @@ func TestStalledStderrDoesNotStallRelay(t *testing.T) {
 	cmd := nsbindCmd("run", "--ports-file", portsFile, "--log-level", "debug", "-p", "7:0", "--",
 		os.Args[0], "__server", "echo4", "7")
 	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	done := startCmd(t, cmd)
 	pw.Close()
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
 	ports := readPortsFile(t, portsFile, done)
 	var a netip.AddrPort
 	for _, p := range ports {

@@ -173,8 +173,7 @@ func TestExitStatus(t *testing.T) {
 func TestSIGTERMReachesServer(t *testing.T) {
 	r := startNsbind(t, "--", os.Args[0], "__server", "sigwait")
 	r.waitOutput("ready")
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	if code := r.wait(15 * time.Second); code != 42 {
+	if code := r.stop(15 * time.Second); code != 42 {
 		t.Fatalf("exit %d, want the server's 42", code)
 	}
 	if !strings.Contains(r.stdout.String(), "got SIGTERM") {
@@ -183,8 +182,7 @@ func TestSIGTERMReachesServer(t *testing.T) {
 	// A server that does not catch it dies of it: 128+15.
 	r = startNsbind(t, "--", "sleep", "1000")
 	processNamed(t, r.cmd.Process.Pid, "sleep")
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	if code := r.wait(15 * time.Second); code != 143 {
+	if code := r.stop(15 * time.Second); code != 143 {
 		t.Fatalf("exit %d, want 143", code)
 	}
 }

@@ -87,17 +87,8 @@ func TestStaticBinaryServesHTTP(t *testing.T) {
 	}
 	defer stderr.Close()
 	cmd.Stderr = w
-	err = cmd.Start()
+	done := startCmd(t, cmd)
 	w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
 
 	// nsbind prints one line per host socket, once all of them listen.
 	addrs := make(chan netip.AddrPort, 2)

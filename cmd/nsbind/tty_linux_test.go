@@ -44,25 +44,24 @@ type terminalRun struct {
 	cmd    *exec.Cmd
 	master *os.File
 	screen *lockedBuffer
-	done   chan struct{}
+	done   <-chan struct{}
 }
 
 func startOnTerminal(t *testing.T, args ...string) *terminalRun {
 	t.Helper()
 	requireUserns(t)
 	master, slave := openPTY(t)
-	r := &terminalRun{t: t, master: master, screen: new(lockedBuffer), done: make(chan struct{})}
+	r := &terminalRun{t: t, master: master, screen: new(lockedBuffer)}
 	r.cmd = nsbindCmd(args...)
 	r.cmd.Env = append(os.Environ(), "PS1=PROMPT$ ", "TERM=dumb")
 	r.cmd.Stdin, r.cmd.Stdout, r.cmd.Stderr = slave, slave, slave
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		r.cmd.Wait()
-		close(r.done)
-	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("terminal:\n%s", r.screen.String())
+		}
+	})
+	r.done = startCmd(t, r.cmd)
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -73,13 +72,6 @@ func startOnTerminal(t *testing.T, args ...string) *terminalRun {
 			}
 		}
 	}()
-	t.Cleanup(func() {
-		r.cmd.Process.Kill()
-		<-r.done
-		if t.Failed() {
-			t.Logf("terminal:\n%s", r.screen.String())
-		}
-	})
 	return r
 }
 

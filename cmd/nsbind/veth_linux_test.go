@@ -43,9 +43,10 @@ func needRoot(t *testing.T) {
 // the test's clients into nsbind's namespace without any global switch.
 // The second keeps the host's defaults (no forwarding), as eth0 here.
 type vethRemote struct {
-	name, hostSide string
-	host4, host6   string
-	addr4, addr6   string
+	netnsHost
+	hostSide     string
+	host4, host6 string
+	addr4, addr6 string
 }
 
 const (
@@ -71,23 +72,7 @@ func newVethRemoteWith(t *testing.T, forwarding bool) *vethRemote {
 // ends, and waits until it listens.
 func (h *vethRemote) serve(t *testing.T, python string, port int) {
 	t.Helper()
-	cmd := h.command(python, "-c", peerScript, strconv.Itoa(port))
-	out := new(lockedBuffer)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "listening") },
-		func() string { return "the remote server did not start: " + out.String() })
-}
-
-// command runs a program on the remote machine.
-func (h *vethRemote) command(name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", h.name, name}, args...)...)
+	h.start(t, "listening", python, "-c", peerScript, strconv.Itoa(port))
 }
 
 // vethName is the host side of the veth of the nsbind run r.
@@ -401,10 +386,7 @@ func TestVethNormalExitCleanup(t *testing.T) {
 	if out, err := exec.Command("ip", "-o", "link", "show", name).CombinedOutput(); err != nil {
 		t.Fatalf("no veth %s during the run: %v\n%s", name, err, out)
 	}
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := r.wait(10 * time.Second); code != 42 {
+	if code := r.stop(10 * time.Second); code != 42 {
 		t.Fatalf("exit status %d, want the server's 42; stderr:\n%s", code, r.stderr.String())
 	}
 	if out, err := exec.Command("ip", "-o", "link", "show", name).CombinedOutput(); err == nil {
