@@ -95,6 +95,7 @@ type TCPRelay struct {
 // one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	r.fdWait = make(chan struct{}, 1)
+	loopbackCongestion(ln)
 	// While a connection waits for a descriptor, accept none.
 	gate := func() bool {
 		select {

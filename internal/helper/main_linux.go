@@ -141,6 +141,13 @@ func (h *helper) setUpNamespace() error {
 		return fmt.Errorf("setting up the network namespace: %w", err)
 	}
 	h.logger.Debug("lo up, every port bindable", "sysctl", "net.ipv4.ip_unprivileged_port_start=0")
+	if h.cfg.Veth == nil {
+		if err := nsutil.UseLoopbackCongestionControl(); err != nil {
+			h.logger.Debug("keeping the default TCP congestion control", "err", err)
+		} else {
+			h.logger.Debug("reno for TCP on lo", "sysctl", "net.ipv4.tcp_congestion_control=reno")
+		}
+	}
 	if v := h.cfg.Veth; v != nil {
 		_, files, err := nsutil.Expect[nsutil.VethReady](h.ctrl)
 		closeAll(files)
