@@ -87,7 +87,7 @@ var copyBufs = sync.Pool{New: func() any {
 // A process out of descriptors (EMFILE, ENFILE) or memory for a pipe
 // copies what is there through a buffer in user space instead, and tries a
 // pipe again for the next data: the connection goes on, only slower.
-func copyStream(dst, src *net.TCPConn) (int64, error) {
+func copyStream(dst, src leg) (int64, error) {
 	rsrc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err

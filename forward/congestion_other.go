@@ -1,7 +1,0 @@
-//go:build !linux
-
-package forward
-
-import "net"
-
-func loopbackCongestion(*net.TCPListener) {}
