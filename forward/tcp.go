@@ -89,6 +89,10 @@ type TCPRelay struct {
 	// expect one.
 	ProxyProtocol int
 
+	mu        sync.Mutex
+	closed    bool
+	listeners []io.Closer // what Serve accepts on, for Close
+
 	// fdWait is held by the one connection that waits for a descriptor to
 	// dial the server (made by Serve). The accept loop waits for it too.
 	fdWait chan struct{}
@@ -109,10 +113,14 @@ type TCPRelay struct {
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	r.fdWait = make(chan struct{}, 1)
 	// The relay accepts on a copy of the listener's descriptor: a
-	// listener's own RawConn cannot wait for reads.
+	// listener's own RawConn cannot wait for reads. Closing ln alone then
+	// leaves the socket open: Close closes both.
 	lf, err := ln.File()
 	if err != nil {
 		return err
+	}
+	if !r.track(ln, lf) {
+		return nil
 	}
 	rc, err := lf.SyscallConn()
 	if err != nil {
@@ -136,8 +144,54 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 			return false
 		}
 	}
-	accept := func() (accepted, error) { return acceptSocket(rc) }
+	accept := func() (accepted, error) {
+		a, err := acceptSocket(rc)
+		if err != nil && r.isClosed() {
+			err = errListenerClosed
+		}
+		return a, err
+	}
 	return acceptLoop(ctx, ln.Addr(), closeListener, accept, gate, r.Logger, r.handle)
+}
+
+// track remembers the listener files Serve accepts on for Close, and
+// reports false (having closed them) when Close came first.
+func (r *TCPRelay) track(ls ...io.Closer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		for _, l := range ls {
+			l.Close()
+		}
+		return false
+	}
+	r.listeners = append(r.listeners, ls...)
+	return true
+}
+
+// errListenerClosed is what accept says after Close: Serve then returns
+// nil, as when its context ends.
+var errListenerClosed = errors.New("the relay was closed")
+
+func (r *TCPRelay) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// Close closes the listener Serve accepts on, before or while it does;
+// Serve then stops accepting and returns once its connections have ended.
+// Closing the *net.TCPListener given to Serve is not enough (Serve accepts
+// on a copy of its descriptor).
+func (r *TCPRelay) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, l := range r.listeners {
+		l.Close()
+	}
+	r.listeners = nil
+	return nil
 }
 
 // accepted is a connection the relay accepted, and its client.
@@ -164,7 +218,7 @@ func acceptLoop[C any](ctx context.Context, addr net.Addr, closeListener func(),
 		}
 		c, err := accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, errListenerClosed) {
 				return nil
 			}
 			if d, ok := acceptBackoff(err, backoff); ok {
@@ -384,4 +438,20 @@ func reset(c leg) {
 		})
 	}
 	c.Close()
+}
+
+// ListenerCloser closes r's listener and ln, the listener given to
+// r.Serve, whether or not Serve has begun.
+func ListenerCloser(r *TCPRelay, ln *net.TCPListener) io.Closer {
+	return listenerCloser{r, ln}
+}
+
+type listenerCloser struct {
+	r  *TCPRelay
+	ln *net.TCPListener
+}
+
+func (c listenerCloser) Close() error {
+	c.r.Close()
+	return c.ln.Close()
 }

@@ -36,7 +36,7 @@ func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, diale
 			return nil, nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
 		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol, Stats: stats}
-		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, tl, nil
+		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, forward.ListenerCloser(r, tl), nil
 	case forward.UDP:
 		pc, err := net.FilePacketConn(f)
 		if err != nil {
