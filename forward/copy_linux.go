@@ -87,7 +87,7 @@ var copyBufs = sync.Pool{New: func() any {
 // A process out of descriptors (EMFILE, ENFILE) or memory for a pipe
 // copies what is there through a buffer in user space instead, and tries a
 // pipe again for the next data: the connection goes on, only slower.
-func copyStream(dst, src *net.TCPConn) (int64, error) {
+func copyStream(dst, src leg) (int64, error) {
 	rsrc, err := src.SyscallConn()
 	if err != nil {
 		return 0, err
@@ -126,7 +126,7 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 				n, serr = readBuffered(int(fd), &buf)
 			} else {
 				for {
-					n, serr = unix.Splice(int(fd), nil, fds[1], nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+					n, serr = splice(int(fd), fds[1], spliceChunk)
 					if serr != unix.EINTR {
 						break
 					}
@@ -166,7 +166,7 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 		left := n
 		err = rdst.Write(func(fd uintptr) bool {
 			for left > 0 {
-				m, e := unix.Splice(fds[0], nil, int(fd), nil, int(left), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				m, e := splice(fds[0], int(fd), int(left))
 				switch {
 				case e == unix.EINTR:
 					continue
@@ -191,6 +191,22 @@ func copyStream(dst, src *net.TCPConn) (int64, error) {
 			return total, wrapErrno(err)
 		}
 	}
+}
+
+// splice moves up to n bytes from fd in to fd out without blocking
+// (SPLICE_F_NONBLOCK, and the sockets and pipes of a relay are all
+// non-blocking). It enters the kernel without telling Go's scheduler
+// (RawSyscall): a splice that delivers a large chunk into a loopback
+// socket runs the receiver's softirq and takes tens of microseconds, long
+// enough for the scheduler's monitor to take the processor away and wake
+// another thread for it on every call, which cost more than the splice
+// saved. A call that cannot block needs none of that.
+func splice(in, out, n int) (int64, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	if e != 0 {
+		return 0, e
+	}
+	return int64(r), nil
 }
 
 // readBuffered reads what socket fd holds into a buffer it takes from

@@ -2,13 +2,10 @@
 
 package forward
 
-import (
-	"io"
-	"net"
-)
+import "io"
 
 // copyStream copies src to dst until src ends (io.Copy, which splices on
 // Linux; copy_linux.go does it without holding pipes while idle).
-func copyStream(dst, src *net.TCPConn) (int64, error) {
+func copyStream(dst, src leg) (int64, error) {
 	return io.Copy(dst, src)
 }

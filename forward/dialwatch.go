@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"net"
 	"time"
 )
 
@@ -25,7 +24,7 @@ const (
 // holds no dial in SYN-SENT and no descriptors for the kernel's two
 // minutes of SYN retries. done releases it. A dial that completes within
 // watchClientAfter, as on loopback they do, costs one timer.
-func dialContext(ctx context.Context, client *net.TCPConn, wait time.Duration) (dctx context.Context, done func()) {
+func dialContext(ctx context.Context, client leg, wait time.Duration) (dctx context.Context, done func()) {
 	deadline := time.Now().Add(max(wait, minDialWait))
 	dctx, cancel := context.WithCancel(ctx)
 	watch := time.AfterFunc(watchClientAfter, func() {

@@ -1,8 +1,6 @@
 package forward
 
 import (
-	"net"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -11,7 +9,7 @@ import (
 // there is nothing left to deliver. A client that sent its request and
 // then closed its side still gets it delivered and its answer (it may
 // only have half-closed).
-func clientGone(client *net.TCPConn) bool {
+func clientGone(client leg) bool {
 	rc, err := client.SyscallConn()
 	if err != nil {
 		return true

@@ -2,7 +2,5 @@
 
 package forward
 
-import "net"
-
 // clientGone reports whether client has gone away; only Linux says.
-func clientGone(*net.TCPConn) bool { return false }
+func clientGone(leg) bool { return false }

@@ -166,7 +166,7 @@ func (o *Outbound) dialHost(ctx context.Context, dst netip.AddrPort) (*net.TCPCo
 // Serve accepts the redirected connections on ln until ctx is done, then
 // closes ln and returns once every connection has ended.
 func (o *Outbound) Serve(ctx context.Context, ln *net.TCPListener) error {
-	return acceptLoop(ctx, ln, nil, o.Logger, o.handle)
+	return acceptLoop(ctx, ln.Addr(), func() { ln.Close() }, ln.AcceptTCP, nil, o.Logger, o.handle)
 }
 
 func (o *Outbound) handle(ctx context.Context, inside *net.TCPConn) {

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,6 +19,25 @@ type Dialer interface {
 	DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error)
 }
 
+// SocketDialer is a Dialer that can open the leg as a bare socket, in Go's
+// poller but without what a *net.TCPConn costs per connection (the
+// addresses asked of the kernel, the dial's machinery). TCPRelay uses it
+// where a Dialer has it.
+type SocketDialer interface {
+	Dialer
+	// DialSocket is DialTCP's connection as a non-blocking *os.File.
+	DialSocket(ctx context.Context, client netip.AddrPort, port uint16) (*os.File, error)
+}
+
+// leg is one side of a relayed connection: a *net.TCPConn, or a TCP socket
+// as an *os.File (accepted or dialed by the relay itself).
+type leg interface {
+	io.ReadWriter
+	SyscallConn() (syscall.RawConn, error)
+	SetReadDeadline(time.Time) error
+	Close() error
+}
+
 // LoopbackDialer dials the server on the loopback addresses of the network
 // namespace the caller runs in: the client's address family first, then the
 // other, so a v6 client reaches a server that listens on v4 only.
@@ -29,31 +49,24 @@ var (
 )
 
 // DialTCP implements Dialer.
-func (LoopbackDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+func (d LoopbackDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	return socketConn(d.DialSocket(ctx, client, port))
+}
+
+// DialSocket implements SocketDialer.
+func (LoopbackDialer) DialSocket(ctx context.Context, client netip.AddrPort, port uint16) (*os.File, error) {
 	first, second := loopback4, loopback6
 	if client.Addr().Unmap().Is6() {
 		first, second = second, first
 	}
-	c, err := dialLoopback(ctx, netip.AddrPortFrom(first, port))
+	f, err := dialSocket(ctx, netip.AddrPort{}, netip.AddrPortFrom(first, port), 0)
 	if err == nil {
-		return c, nil
+		return f, nil
 	}
-	if c, err2 := dialLoopback(ctx, netip.AddrPortFrom(second, port)); err2 == nil {
-		return c, nil
+	if f, err2 := dialSocket(ctx, netip.AddrPort{}, netip.AddrPortFrom(second, port), 0); err2 == nil {
+		return f, nil
 	}
 	return nil, err
-}
-
-// dialLoopback dials the server's leg on loopback. Keepalive stays off:
-// the leg cannot break silently (the client's leg keeps it), and its
-// setsockopts are a tenth of the relay's work per new connection.
-func dialLoopback(ctx context.Context, ap netip.AddrPort) (*net.TCPConn, error) {
-	d := net.Dialer{KeepAlive: -1}
-	c, err := d.DialContext(ctx, "tcp", ap.String())
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
 }
 
 // TCPRelay relays connections accepted on a host listener to the server's
@@ -76,6 +89,10 @@ type TCPRelay struct {
 	// expect one.
 	ProxyProtocol int
 
+	mu        sync.Mutex
+	closed    bool
+	listeners []io.Closer // what Serve accepts on, for Close
+
 	// fdWait is held by the one connection that waits for a descriptor to
 	// dial the server (made by Serve). The accept loop waits for it too.
 	fdWait chan struct{}
@@ -95,6 +112,28 @@ type TCPRelay struct {
 // one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	r.fdWait = make(chan struct{}, 1)
+	// The relay accepts on a copy of the listener's descriptor: a
+	// listener's own RawConn cannot wait for reads. Closing ln alone then
+	// leaves the socket open: Close closes both.
+	lf, err := ln.File()
+	if err != nil {
+		return err
+	}
+	if !r.track(ln, lf) {
+		return nil
+	}
+	rc, err := lf.SyscallConn()
+	if err != nil {
+		lf.Close()
+		return err
+	}
+	// What every accepted connection needs is set once, on the listener:
+	// they inherit it (the kernel copies the listener's options).
+	listenerOptions(rc)
+	closeListener := func() {
+		ln.Close()
+		lf.Close()
+	}
 	// While a connection waits for a descriptor, accept none.
 	gate := func() bool {
 		select {
@@ -105,31 +144,85 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 			return false
 		}
 	}
-	return acceptLoop(ctx, ln, gate, r.Logger, r.handle)
+	accept := func() (accepted, error) {
+		a, err := acceptSocket(rc)
+		if err != nil && r.isClosed() {
+			err = errListenerClosed
+		}
+		return a, err
+	}
+	return acceptLoop(ctx, ln.Addr(), closeListener, accept, gate, r.Logger, r.handle)
 }
 
-// acceptLoop accepts on ln until ctx is done, running handle on a goroutine
-// of its own for each connection, then closes ln and returns once every
-// handle has returned. Accept errors that pass (out of descriptors or
+// track remembers the listener files Serve accepts on for Close, and
+// reports false (having closed them) when Close came first.
+func (r *TCPRelay) track(ls ...io.Closer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		for _, l := range ls {
+			l.Close()
+		}
+		return false
+	}
+	r.listeners = append(r.listeners, ls...)
+	return true
+}
+
+// errListenerClosed is what accept says after Close: Serve then returns
+// nil, as when its context ends.
+var errListenerClosed = errors.New("the relay was closed")
+
+func (r *TCPRelay) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// Close closes the listener Serve accepts on, before or while it does;
+// Serve then stops accepting and returns once its connections have ended.
+// Closing the *net.TCPListener given to Serve is not enough (Serve accepts
+// on a copy of its descriptor).
+func (r *TCPRelay) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	for _, l := range r.listeners {
+		l.Close()
+	}
+	r.listeners = nil
+	return nil
+}
+
+// accepted is a connection the relay accepted, and its client.
+type accepted struct {
+	f    *os.File
+	peer netip.AddrPort
+}
+
+// acceptLoop accepts connections with accept until ctx is done, running
+// handle on a goroutine of its own for each, then closes the listener
+// (closeListener, which also ends a waiting accept; addr is its address in
+// messages) and returns once every handle has returned. Accept errors that pass (out of descriptors or
 // memory) are retried with a backoff. gate, if not nil, is called before
 // each accept and stops the loop by returning false.
-func acceptLoop(ctx context.Context, ln *net.TCPListener, gate func() bool, logger *slog.Logger, handle func(context.Context, *net.TCPConn)) error {
+func acceptLoop[C any](ctx context.Context, addr net.Addr, closeListener func(), accept func() (C, error), gate func() bool, logger *slog.Logger, handle func(context.Context, C)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	stop := context.AfterFunc(ctx, closeListener)
 	defer stop()
 	backoff := time.Duration(0)
 	for {
 		if gate != nil && !gate() {
 			return nil
 		}
-		c, err := ln.AcceptTCP()
+		c, err := accept()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, errListenerClosed) {
 				return nil
 			}
 			if d, ok := acceptBackoff(err, backoff); ok {
-				logger.Debug("accept failed, retrying", "addr", ln.Addr(), "err", err, "after", d)
+				logger.Debug("accept failed, retrying", "addr", addr, "err", err, "after", d)
 				backoff = d
 				select {
 				case <-time.After(d):
@@ -163,10 +256,10 @@ func acceptBackoff(err error, last time.Duration) (time.Duration, bool) {
 	return 0, false
 }
 
-func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
+func (r *TCPRelay) handle(ctx context.Context, a accepted) {
 	// A connection reset before accept returned may have no address; it
 	// still gets a dial (and fails like any other), not a panic.
-	peer, _ := tcpAddrPort(client.RemoteAddr())
+	client, peer := a.f, a.peer
 	debug := r.Logger.Enabled(ctx, slog.LevelDebug)
 	dctx, dialed := dialContext(ctx, client, r.Wait) // dialwatch.go
 	server, err := r.dial(dctx, peer)
@@ -199,8 +292,8 @@ func (r *TCPRelay) handle(ctx context.Context, client *net.TCPConn) {
 	}
 }
 
-func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrPort) error {
-	local, ok := tcpAddrPort(client.LocalAddr())
+func (r *TCPRelay) sendProxyHeader(client, server leg, peer netip.AddrPort) error {
+	local, ok := localAddr(client)
 	if !ok {
 		return errors.New("the connection has no local address")
 	}
@@ -218,7 +311,7 @@ func (r *TCPRelay) sendProxyHeader(client, server *net.TCPConn, peer netip.AddrP
 // end and free them). The client waits meanwhile; after r.Wait it gets a
 // reset. A connection that finds another waiting for a descriptor fails at
 // once.
-func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPConn, error) {
+func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (leg, error) {
 	deadline := time.Now().Add(r.Wait)
 	pause := 2 * time.Millisecond
 	waiting := false
@@ -228,7 +321,7 @@ func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPCon
 		}
 	}()
 	for {
-		c, err := r.Dialer.DialTCP(ctx, client, r.Port)
+		c, err := r.dialOnce(ctx, client)
 		if err == nil || !retryDial(err) {
 			return c, err
 		}
@@ -252,6 +345,23 @@ func (r *TCPRelay) dial(ctx context.Context, client netip.AddrPort) (*net.TCPCon
 		}
 		pause = min(2*pause, 100*time.Millisecond)
 	}
+}
+
+// dialOnce opens the server's leg once, as a bare socket where the Dialer
+// can.
+func (r *TCPRelay) dialOnce(ctx context.Context, client netip.AddrPort) (leg, error) {
+	if sd, ok := r.Dialer.(SocketDialer); ok {
+		f, err := sd.DialSocket(ctx, client, r.Port)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	c, err := r.Dialer.DialTCP(ctx, client, r.Port)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // tcpAddrPort is the address and port of a, a *net.TCPAddr. ok is false
@@ -279,7 +389,7 @@ func outOfResources(err error) bool {
 
 // relay moves bytes both ways between client and server until both
 // directions have ended, and returns the bytes moved each way.
-func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
+func relay(ctx context.Context, client, server leg) (in, out int64) {
 	// Once ctx ends the server is gone: stop reading from the client, but
 	// let what the server sent reach it.
 	stop := context.AfterFunc(ctx, func() { client.SetReadDeadline(time.Now()) })
@@ -302,19 +412,46 @@ func relay(ctx context.Context, client, server *net.TCPConn) (in, out int64) {
 // descriptors for one copies through a buffer instead (copyStream falls
 // back), so the connection still works. An error (a reset on either side)
 // resets both connections, which also ends the other direction.
-func pipe(ctx context.Context, dst, src *net.TCPConn) int64 {
+func pipe(ctx context.Context, dst, src leg) int64 {
 	n, err := copyStream(dst, src)
 	if err != nil && !(ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded)) {
 		reset(dst)
 		reset(src)
 		return n
 	}
-	dst.CloseWrite()
+	closeWrite(dst)
 	return n
 }
 
+// closeWrite half-closes c: a FIN to its peer, which may still send.
+func closeWrite(c leg) {
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_WR) })
+	}
+}
+
 // reset closes c with a RST instead of a FIN.
-func reset(c *net.TCPConn) {
-	c.SetLinger(0)
+func reset(c leg) {
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+		})
+	}
 	c.Close()
+}
+
+// ListenerCloser closes r's listener and ln, the listener given to
+// r.Serve, whether or not Serve has begun.
+func ListenerCloser(r *TCPRelay, ln *net.TCPListener) io.Closer {
+	return listenerCloser{r, ln}
+}
+
+type listenerCloser struct {
+	r  *TCPRelay
+	ln *net.TCPListener
+}
+
+func (c listenerCloser) Close() error {
+	c.r.Close()
+	return c.ln.Close()
 }

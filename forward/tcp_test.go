@@ -566,3 +566,40 @@ func (l *lockedLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestTCPRelayCloseStopsAccepting: Close stops a relay whose listener is
+// still open (Serve accepts on a copy of its descriptor, which closing the
+// listener alone leaves open), and a Close before Serve makes Serve return.
+func TestTCPRelayCloseStopsAccepting(t *testing.T) {
+	server := listen(t)
+	serve(t, server, echo)
+	host := listen(t)
+	r := &TCPRelay{Port: 80, Dialer: toAddr{addr: addrOf(server)}, Wait: time.Second, Logger: slog.New(slog.DiscardHandler)}
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(context.Background(), host) }()
+	c := dial(t, addrOf(host))
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("through the relay: %v", err)
+	}
+	c.Close()
+	ListenerCloser(r, host).Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return within 5s of Close")
+	}
+	if c, err := net.Dial("tcp", addrOf(host).String()); err == nil {
+		c.Close()
+		t.Fatal("the relay's port still takes connections after Close")
+	}
+
+	early := &TCPRelay{Port: 80, Dialer: toAddr{addr: addrOf(server)}, Logger: slog.New(slog.DiscardHandler)}
+	early.Close()
+	if err := early.Serve(context.Background(), listen(t)); err != nil {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 
@@ -32,16 +33,21 @@ const transparentDialTimeout = 3 * time.Second
 type TransparentDialer struct{}
 
 // DialTCP implements Dialer.
-func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+func (d TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, port uint16) (*net.TCPConn, error) {
+	return socketConn(d.DialSocket(ctx, client, port))
+}
+
+// DialSocket implements SocketDialer.
+func (TransparentDialer) DialSocket(ctx context.Context, client netip.AddrPort, port uint16) (*os.File, error) {
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	server := loopback4
 	if client.Addr().Is6() {
 		server = loopback6
 	}
 	target := netip.AddrPortFrom(server, port)
-	c, err := dialKeepingAddr(ctx, client, target)
+	f, err := dialKeepingAddr(ctx, client, target)
 	if err == nil {
-		return c, nil
+		return f, nil
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		// The server may listen on the other family only.
@@ -49,15 +55,15 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 		if server == loopback6 {
 			other = loopback4
 		}
-		if c, err2 := dialLoopback(ctx, netip.AddrPortFrom(other, port)); err2 == nil {
+		if f, err2 := dialSocket(ctx, netip.AddrPort{}, netip.AddrPortFrom(other, port), 0); err2 == nil {
 			// A server that was just starting may have begun to listen
 			// on both families in between: then keep the client's
 			// address after all.
 			if again, err3 := dialKeepingAddr(ctx, client, target); err3 == nil {
-				c.Close()
+				f.Close()
 				return again, nil
 			}
-			return c, nil
+			return f, nil
 		}
 	}
 	return nil, err
@@ -65,35 +71,12 @@ func (TransparentDialer) DialTCP(ctx context.Context, client netip.AddrPort, por
 
 // dialKeepingAddr dials target from client, or from the client's address
 // with another port when that port is taken.
-func dialKeepingAddr(ctx context.Context, client, target netip.AddrPort) (*net.TCPConn, error) {
-	c, err := dialFrom(ctx, client, target)
+func dialKeepingAddr(ctx context.Context, client, target netip.AddrPort) (*os.File, error) {
+	f, err := dialSocket(ctx, client, target, transparentDialTimeout)
 	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-		c, err = dialFrom(ctx, netip.AddrPortFrom(client.Addr(), 0), target)
+		f, err = dialSocket(ctx, netip.AddrPortFrom(client.Addr(), 0), target, transparentDialTimeout)
 	}
-	return c, err
-}
-
-// dialFrom connects to target from src with a transparent socket. Port 0
-// in src lets the kernel choose the port at connect time.
-func dialFrom(ctx context.Context, src, target netip.AddrPort) (*net.TCPConn, error) {
-	d := net.Dialer{
-		LocalAddr: net.TCPAddrFromAddrPort(src),
-		Timeout:   transparentDialTimeout,
-		KeepAlive: -1, // a leg on loopback: the client's leg has keepalive
-		Control: func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) { serr = setTransparent(int(fd), src.Addr().Is6(), src.Port() == 0) })
-			if err != nil {
-				return err
-			}
-			return serr
-		},
-	}
-	c, err := d.DialContext(ctx, "tcp", target.String())
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
+	return f, err
 }
 
 // setTransparent lets the socket fd bind an address that is not local.

@@ -32,6 +32,20 @@ func SetupLoopback() error {
 	return nil
 }
 
+// tcpCongestion is the namespace's default TCP congestion control.
+const tcpCongestion = "/proc/sys/net/ipv4/tcp_congestion_control"
+
+// UseLoopbackCongestionControl makes reno the default congestion control
+// of the caller's network namespace, for a namespace whose only link is
+// lo. A host's default is often bbr, which paces every connection with
+// timers; on loopback, where nothing is ever lost or queued, that is work
+// for nothing, and the relay's leg inside and the server's end of it are
+// both on loopback. Each namespace has its own default (a server may still
+// choose another for its sockets), and reno is always available.
+func UseLoopbackCongestionControl() error {
+	return os.WriteFile(tcpCongestion, []byte("reno\n"), 0)
+}
+
 // MountProc gives the caller's mount namespace a /proc of its own PID
 // namespace, so the server sees only the processes of the run. It needs
 // CAP_SYS_ADMIN in the user namespace that owns the mount namespace, and

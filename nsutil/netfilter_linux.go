@@ -185,6 +185,7 @@ const (
 
 type familyRules struct {
 	fam       nftables.TableFamily
+	saddrOff  uint32
 	daddrOff  uint32
 	addrLen   uint32
 	loopback  []byte // value of daddr & mask for loopback destinations
@@ -194,12 +195,12 @@ type familyRules struct {
 
 var families = []familyRules{
 	{
-		fam: nftables.TableFamilyIPv4, daddrOff: 16, addrLen: 4,
+		fam: nftables.TableFamilyIPv4, saddrOff: 12, daddrOff: 16, addrLen: 4,
 		loopback: []byte{127, 0, 0, 0}, mask: []byte{255, 0, 0, 0},
 		localhost: netip.AddrFrom4([4]byte{127, 0, 0, 1}),
 	},
 	{
-		fam: nftables.TableFamilyIPv6, daddrOff: 24, addrLen: 16,
+		fam: nftables.TableFamilyIPv6, saddrOff: 8, daddrOff: 24, addrLen: 16,
 		loopback: netip.IPv6Loopback().AsSlice(), mask: net.CIDRMask(128, 128),
 		localhost: netip.IPv6Loopback(),
 	},
@@ -221,6 +222,24 @@ func programRules(r OutboundRules, compat bool) error {
 		rule := func(ch *nftables.Chain, exprs ...expr.Any) {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 		}
+
+		// Connection tracking is on in the namespace for the rules below
+		// (the redirect, the direction tests), and it would track every
+		// packet of every connection, the relayed ones on loopback too:
+		// a tenth of the relay's work per new connection and per packet.
+		// Loopback to loopback needs no tracking but where the redirect
+		// rewrites it: a SYN to a forwarded loopback port, and the
+		// helper's listener's side of redirected connections. The raw
+		// priority runs before conntrack and before the redirect.
+		notrack := chain("notrack", nftables.ChainTypeFilter, nftables.ChainHookOutput, -300)
+		for _, ap := range r.Loopback {
+			if ap.Addr().Is4() != (f.fam == nftables.TableFamilyIPv4) {
+				continue
+			}
+			rule(notrack, cat(l4proto(unix.IPPROTO_TCP), daddrIs(f, ap.Addr()), dportIs(ap.Port()), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
+		}
+		rule(notrack, cat(l4proto(unix.IPPROTO_TCP), sportIs(r.TCPPort), []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}})...)
+		rule(notrack, cat(addrLoopback(f, f.saddrOff), addrLoopback(f, f.daddrOff), []expr.Any{&expr.Notrack{}})...)
 
 		// The SYN of a new outbound connection goes to the helper; one to
 		// an address of the namespace's own (its eth0 address with
@@ -298,6 +317,16 @@ func tcpSYN() []expr.Any {
 	)
 }
 
+// addrLoopback matches a loopback source (off is saddrOff) or
+// destination (daddrOff).
+func addrLoopback(f familyRules, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: f.addrLen},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: f.addrLen, Mask: f.mask, Xor: make([]byte, f.addrLen)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: f.loopback},
+	}
+}
+
 // daddrOutside matches destinations outside the namespace's loopback.
 func daddrOutside(f familyRules) []expr.Any {
 	return []expr.Any{
@@ -319,6 +348,13 @@ func daddrIs(f familyRules, a netip.Addr) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: f.daddrOff, Len: f.addrLen},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: a.AsSlice()},
+	}
+}
+
+func sportIs(p uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binary.BigEndian.AppendUint16(nil, p)},
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -49,6 +50,7 @@ type helper struct {
 // Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
 // status; the server's status goes to the parent over the control channel.
 func Main() int {
+	runtime.GOMAXPROCS(relayProcs(runtime.NumCPU(), os.Getenv("GOMAXPROCS")))
 	h, err := connect()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "nsbind: %v\n", err)
@@ -114,6 +116,21 @@ func connect() (*helper, error) {
 	return h, nil
 }
 
+// relayProcs is how many threads the helper runs Go code on at once: half
+// the CPUs (at least one), unless the user set GOMAXPROCS. The relays share
+// the machine with the clients and the server they carry bytes between,
+// which want the CPUs as much; and with fewer processors a goroutine the
+// poller readies runs on the thread that polled instead of waking another.
+// On two CPUs that doubled keep-alive requests per second through the relay
+// (wrk -t2 -c50: 7,100-8,600 -> 12,800-15,700) and cut its p99 from 14-50 ms
+// to 10 ms.
+func relayProcs(cpus int, env string) int {
+	if env != "" {
+		return runtime.GOMAXPROCS(0) // the runtime read it already
+	}
+	return max(1, cpus/2)
+}
+
 // fail tells the parent why the run failed, with the step and errno for
 // the parent to describe, and returns code.
 func (h *helper) fail(code int, err error) int {
@@ -141,6 +158,13 @@ func (h *helper) setUpNamespace() error {
 		return fmt.Errorf("setting up the network namespace: %w", err)
 	}
 	h.logger.Debug("lo up, every port bindable", "sysctl", "net.ipv4.ip_unprivileged_port_start=0")
+	if h.cfg.Veth == nil {
+		if err := nsutil.UseLoopbackCongestionControl(); err != nil {
+			h.logger.Debug("keeping the default TCP congestion control", "err", err)
+		} else {
+			h.logger.Debug("reno for TCP on lo", "sysctl", "net.ipv4.tcp_congestion_control=reno")
+		}
+	}
 	if v := h.cfg.Veth; v != nil {
 		_, files, err := nsutil.Expect[nsutil.VethReady](h.ctrl)
 		closeAll(files)

@@ -36,7 +36,7 @@ func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, diale
 			return nil, nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
 		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol, Stats: stats}
-		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, tl, nil
+		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, forward.ListenerCloser(r, tl), nil
 	case forward.UDP:
 		pc, err := net.FilePacketConn(f)
 		if err != nil {
@@ -85,6 +85,15 @@ func (r *refusals) DialTCP(ctx context.Context, client netip.AddrPort, port uint
 	return c, err
 }
 
+func (r *refusals) DialSocket(ctx context.Context, client netip.AddrPort, port uint16) (*os.File, error) {
+	f, err := r.insideDialer.DialSocket(ctx, client, port)
+	refused := errors.Is(err, syscall.ECONNREFUSED)
+	if err == nil || refused {
+		r.note(client, port, refused)
+	}
+	return f, err
+}
+
 func (r *refusals) note(client netip.AddrPort, port uint16, refused bool) {
 	r.mu.Lock()
 	if !refused || r.said[port] {
@@ -113,7 +122,7 @@ func (r *refusals) note(client netip.AddrPort, port uint16, refused bool) {
 
 // insideDialer opens the inside legs of TCP connections and UDP flows.
 type insideDialer interface {
-	forward.Dialer
+	forward.SocketDialer
 	forward.PacketDialer
 }
 

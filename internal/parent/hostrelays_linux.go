@@ -109,7 +109,7 @@ func (p *hostRelays) relay(m nsutil.Relay, files []*os.File) error {
 			return fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
 		}
 		r := &forward.TCPRelay{Port: to.Port(), Dialer: dialer, Wait: p.wait, Logger: p.logger, Stats: p.statsFor(m.Socket)}
-		sock, serve = tl, func() error { return r.Serve(p.ctx, tl) }
+		sock, serve = forward.ListenerCloser(r, tl), func() error { return r.Serve(p.ctx, tl) }
 	case forward.UDP:
 		pc, err := net.FilePacketConn(files[0])
 		if err != nil {

@@ -1,0 +1,50 @@
+//go:build !linux
+
+package forward
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Elsewhere the relay's sockets are Go's own (socket_linux.go).
+
+func listenerOptions(syscall.RawConn) {}
+
+func acceptSocket(syscall.RawConn) (accepted, error) {
+	return accepted{}, errors.ErrUnsupported
+}
+
+func dialSocket(ctx context.Context, _, dst netip.AddrPort, _ time.Duration) (*os.File, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", dst.String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.(*net.TCPConn).File()
+}
+
+func socketConn(f *os.File, err error) (*net.TCPConn, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func localAddr(c leg) (netip.AddrPort, bool) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		return tcpAddrPort(tc.LocalAddr())
+	}
+	return netip.AddrPort{}, false
+}
