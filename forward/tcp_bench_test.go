@@ -1,8 +1,11 @@
 package forward
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/netip"
+	"os"
 	"testing"
 	"time"
 )
@@ -71,12 +74,20 @@ func request(c *net.TCPConn) {
 	}
 }
 
-func benchmarkConnect(b *testing.B, viaRelay bool) {
+// toAddrSocket is toAddr as a SocketDialer: the inside leg as a bare
+// socket, as the helper's dialers open it.
+type toAddrSocket struct{ toAddr }
+
+func (d toAddrSocket) DialSocket(ctx context.Context, _ netip.AddrPort, _ uint16) (*os.File, error) {
+	return dialSocket(ctx, netip.AddrPort{}, d.addr, 0)
+}
+
+func benchmarkConnect(b *testing.B, viaRelay bool, d func(netip.AddrPort) Dialer) {
 	server := listen(b)
 	serve(b, server, request)
 	target := addrOf(server)
 	if viaRelay {
-		target, _, _ = startRelay(b, toAddr{addr: target}, time.Second)
+		target, _, _ = startRelay(b, d(target), time.Second)
 	}
 	buf := []byte{1}
 	cpu0 := cpuTime()
@@ -96,11 +107,20 @@ func benchmarkConnect(b *testing.B, viaRelay bool) {
 	reportCPU(b, cpu0)
 }
 
-// BenchmarkConnectRelay is a new connection per request through the relay.
-func BenchmarkConnectRelay(b *testing.B) { benchmarkConnect(b, true) }
+func socketTo(a netip.AddrPort) Dialer { return toAddrSocket{toAddr{addr: a}} }
+func connTo(a netip.AddrPort) Dialer   { return toAddr{addr: a} }
+
+// BenchmarkConnectRelay is a new connection per request through the relay,
+// whose inside leg is a bare socket (as in the helper).
+func BenchmarkConnectRelay(b *testing.B) { benchmarkConnect(b, true, socketTo) }
+
+// BenchmarkConnectRelayNetConn is the same with the inside leg a
+// *net.TCPConn, as a Dialer without DialSocket gives it: what the bare
+// socket saves.
+func BenchmarkConnectRelayNetConn(b *testing.B) { benchmarkConnect(b, true, connTo) }
 
 // BenchmarkConnectDirect is the same straight to the server.
-func BenchmarkConnectDirect(b *testing.B) { benchmarkConnect(b, false) }
+func BenchmarkConnectDirect(b *testing.B) { benchmarkConnect(b, false, nil) }
 
 func benchmarkRoundTrip(b *testing.B, viaRelay bool) {
 	server := listen(b)
