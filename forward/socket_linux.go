@@ -247,3 +247,39 @@ func sockaddrToAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
 	}
 	return netip.AddrPort{}, false
 }
+
+// listenerAddr is the address of the listening socket behind rc, for
+// messages.
+func listenerAddr(rc syscall.RawConn) net.Addr {
+	var sa unix.Sockaddr
+	rc.Control(func(fd uintptr) { sa, _ = unix.Getsockname(int(fd)) })
+	ap, _ := sockaddrToAddrPort(sa)
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+// ListenerFile is a copy of the listening socket f for TCPRelay.ServeFile:
+// another descriptor of the same socket, non-blocking as f is, in Go's
+// poller. f stays the caller's (and open).
+func ListenerFile(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		if derr == nil {
+			derr = unix.SetNonblock(nfd, true)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}

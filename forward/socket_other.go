@@ -48,3 +48,15 @@ func localAddr(c leg) (netip.AddrPort, bool) {
 	}
 	return netip.AddrPort{}, false
 }
+
+func listenerAddr(syscall.RawConn) net.Addr { return nil }
+
+// ListenerFile is a copy of the listening socket f (socket_linux.go).
+func ListenerFile(f *os.File) (*os.File, error) {
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	return ln.(*net.TCPListener).File()
+}

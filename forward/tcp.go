@@ -111,15 +111,22 @@ type TCPRelay struct {
 // connection instead would let them hold all descriptors, each waiting for
 // one, until Wait ran out.
 func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
-	r.fdWait = make(chan struct{}, 1)
-	// The relay accepts on a copy of the listener's descriptor: a
-	// listener's own RawConn cannot wait for reads. Closing ln alone then
-	// leaves the socket open: Close closes both.
+	// A listener's own RawConn cannot wait for reads: the relay accepts on
+	// a copy of its descriptor, and closes ln at once (no descriptor more
+	// than before). Close stops it.
 	lf, err := ln.File()
+	ln.Close()
 	if err != nil {
 		return err
 	}
-	if !r.track(ln, lf) {
+	return r.ServeFile(ctx, lf)
+}
+
+// ServeFile is Serve on a listening socket given as a non-blocking
+// *os.File (ListenerFile makes one), which it closes when it returns.
+func (r *TCPRelay) ServeFile(ctx context.Context, lf *os.File) error {
+	r.fdWait = make(chan struct{}, 1)
+	if !r.track(lf) {
 		return nil
 	}
 	rc, err := lf.SyscallConn()
@@ -130,10 +137,8 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 	// What every accepted connection needs is set once, on the listener:
 	// they inherit it (the kernel copies the listener's options).
 	listenerOptions(rc)
-	closeListener := func() {
-		ln.Close()
-		lf.Close()
-	}
+	addr := listenerAddr(rc)
+	closeListener := func() { lf.Close() }
 	// While a connection waits for a descriptor, accept none.
 	gate := func() bool {
 		select {
@@ -151,7 +156,7 @@ func (r *TCPRelay) Serve(ctx context.Context, ln *net.TCPListener) error {
 		}
 		return a, err
 	}
-	return acceptLoop(ctx, ln.Addr(), closeListener, accept, gate, r.Logger, r.handle)
+	return acceptLoop(ctx, addr, closeListener, accept, gate, r.Logger, r.handle)
 }
 
 // track remembers the listener files Serve accepts on for Close, and
@@ -181,8 +186,8 @@ func (r *TCPRelay) isClosed() bool {
 
 // Close closes the listener Serve accepts on, before or while it does;
 // Serve then stops accepting and returns once its connections have ended.
-// Closing the *net.TCPListener given to Serve is not enough (Serve accepts
-// on a copy of its descriptor).
+// (Serve accepts on a copy of its listener's descriptor: closing that
+// listener does not stop it.)
 func (r *TCPRelay) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -440,18 +445,14 @@ func reset(c leg) {
 	c.Close()
 }
 
-// ListenerCloser closes r's listener and ln, the listener given to
-// r.Serve, whether or not Serve has begun.
-func ListenerCloser(r *TCPRelay, ln *net.TCPListener) io.Closer {
-	return listenerCloser{r, ln}
-}
+// Closers closes each of its closers, for a relay and the listener file it
+// was given: closed before ServeFile runs, the file would stay open.
+type Closers []io.Closer
 
-type listenerCloser struct {
-	r  *TCPRelay
-	ln *net.TCPListener
-}
-
-func (c listenerCloser) Close() error {
-	c.r.Close()
-	return c.ln.Close()
+// Close implements io.Closer.
+func (cs Closers) Close() error {
+	for _, c := range cs {
+		c.Close()
+	}
+	return nil
 }

@@ -583,7 +583,7 @@ func TestTCPRelayCloseStopsAccepting(t *testing.T) {
 		t.Fatalf("through the relay: %v", err)
 	}
 	c.Close()
-	ListenerCloser(r, host).Close()
+	r.Close()
 	select {
 	case err := <-done:
 		if err != nil {

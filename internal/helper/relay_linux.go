@@ -26,17 +26,12 @@ import (
 func relayFor(sc nsutil.SocketConfig, f *os.File, cfg nsutil.HelperConfig, dialer insideDialer, stats *forward.Stats, logger *slog.Logger, budget *forward.FlowBudget) (func(context.Context) error, io.Closer, error) {
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
-		ln, err := net.FileListener(f)
+		lf, err := forward.ListenerFile(f)
 		if err != nil {
 			return nil, nil, fmt.Errorf("using host socket %s: %w", sc.Host, err)
 		}
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			ln.Close()
-			return nil, nil, fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
-		}
 		r := &forward.TCPRelay{Port: sc.Inside, Dialer: dialer, Wait: cfg.ConnectTimeout, Logger: logger, ProxyProtocol: cfg.ProxyProtocol, Stats: stats}
-		return func(ctx context.Context) error { return r.Serve(ctx, tl) }, forward.ListenerCloser(r, tl), nil
+		return func(ctx context.Context) error { return r.ServeFile(ctx, lf) }, forward.Closers{r, lf}, nil
 	case forward.UDP:
 		pc, err := net.FilePacketConn(f)
 		if err != nil {

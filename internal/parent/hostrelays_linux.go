@@ -99,17 +99,12 @@ func (p *hostRelays) relay(m nsutil.Relay, files []*os.File) error {
 	)
 	switch forward.Proto(sc.Proto) {
 	case forward.TCP:
-		ln, err := net.FileListener(files[0])
+		lf, err := forward.ListenerFile(files[0])
 		if err != nil {
 			return fmt.Errorf("using host socket %s: %w", sc.Host, err)
 		}
-		tl, ok := ln.(*net.TCPListener)
-		if !ok {
-			ln.Close()
-			return fmt.Errorf("using host socket %s: not a TCP listener", sc.Host)
-		}
 		r := &forward.TCPRelay{Port: to.Port(), Dialer: dialer, Wait: p.wait, Logger: p.logger, Stats: p.statsFor(m.Socket)}
-		sock, serve = forward.ListenerCloser(r, tl), func() error { return r.Serve(p.ctx, tl) }
+		sock, serve = forward.Closers{r, lf}, func() error { return r.ServeFile(p.ctx, lf) }
 	case forward.UDP:
 		pc, err := net.FilePacketConn(files[0])
 		if err != nil {
