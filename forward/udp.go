@@ -103,6 +103,10 @@ func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
 		b := make([]byte, maxDatagram)
 		return &b
 	}
+	var err error
+	if s.hostRC, s.host6, err = hostFamily(host); err != nil {
+		return err
+	}
 	defer s.shutdown()
 	defer joinBudget(r.Budget, s.flows, (*udpFlow).close)()
 	stop := context.AfterFunc(ctx, func() { host.Close() })
@@ -117,6 +121,8 @@ type udpServer struct {
 	r       *UDPRelay
 	ctx     context.Context
 	host    *net.UDPConn
+	hostRC  syscall.RawConn // host's, for the flows' replies
+	host6   bool            // host is an IPv6 socket
 	timeout time.Duration
 	max     int
 	flows   *flowTable[netip.AddrPort, *udpFlow]
@@ -186,7 +192,7 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		s.r.Stats.failed()
 		return nil
 	}
-	f := &udpFlow{s: s, client: client}
+	f := &udpFlow{s: s, client: client, out: newClientSender(s, client)}
 	err := f.dial()
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// Out of descriptors before the bound (a low limit, or many
@@ -258,6 +264,7 @@ type udpFlow struct {
 	s      *udpServer
 	client netip.AddrPort
 	entry  *flowEntry[netip.AddrPort, *udpFlow] // in s.flows; set before run
+	out    *clientSender                        // replies to client; used by run
 
 	// confirmed is true once the server's family is known to be right:
 	// the server replied, or a later datagram went out with no refusal.
@@ -265,8 +272,9 @@ type udpFlow struct {
 
 	mu     sync.Mutex // guards the fields below
 	conn   *net.UDPConn
-	server netip.AddrPort // where conn is connected
-	other  bool           // server is of the other family than client
+	rc     syscall.RawConn // conn's
+	server netip.AddrPort  // where conn is connected
+	other  bool            // server is of the other family than client
 	// pending is a copy of the latest datagram sent while not confirmed,
 	// to send again to the other family if the server refuses it; sent
 	// counts the datagrams sent on conn while not confirmed; retried is
@@ -286,6 +294,10 @@ func (f *udpFlow) dial() error {
 		var c *net.UDPConn
 		c, err = f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
 		if err == nil {
+			if f.rc, err = c.SyscallConn(); err != nil {
+				c.Close()
+				return err
+			}
 			f.conn, f.server, f.other = c, server, other
 			return nil
 		}
@@ -296,14 +308,15 @@ func (f *udpFlow) dial() error {
 	return err
 }
 
-// current returns the socket f uses now, or nil once f is closed.
-func (f *udpFlow) current() *net.UDPConn {
+// current returns the socket f uses now and its RawConn, or nil once f is
+// closed.
+func (f *udpFlow) current() (*net.UDPConn, syscall.RawConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
-		return nil
+		return nil, nil
 	}
-	return f.conn
+	return f.conn, f.rc
 }
 
 // close closes f's socket; its goroutine then ends.
@@ -335,26 +348,27 @@ func (f *udpFlow) send(b []byte) bool {
 		f.mu.Unlock()
 		return false
 	}
-	conn := f.conn
+	conn, rc := f.conn, f.rc
 	keep := !f.confirmed.Load()
 	if keep {
 		f.keepLocked(b)
 	}
 	f.mu.Unlock()
-	_, err := conn.Write(b)
+	seg := f.s.seg
+	_, err := seg.write(conn, rc, b)
 	switch {
 	case errors.Is(err, net.ErrClosed):
 		// The flow moved to the other family meanwhile: send there.
-		if c := f.current(); c != nil && c != conn {
-			conn = c
-			_, err = conn.Write(b)
+		if c, crc := f.current(); c != nil && c != conn {
+			conn, rc = c, crc
+			_, err = seg.write(conn, rc, b)
 		}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		// The refusal of an earlier datagram, reported here instead of on
 		// the flow's goroutine (and so cleared): this one did not go. Try
 		// it here once; the server may have started meanwhile. If it is
 		// not there, its refusal moves the flow with this datagram.
-		_, err = conn.Write(b)
+		_, err = seg.write(conn, rc, b)
 	}
 	switch {
 	case err == nil:
@@ -383,9 +397,9 @@ func (f *udpFlow) sendSegments(dgrams [][]byte) bool {
 		f.mu.Unlock()
 		return false
 	}
-	conn := f.conn
+	rc := f.rc
 	f.mu.Unlock()
-	return f.s.seg.send(conn, dgrams) == nil
+	return f.s.seg.send(rc, dgrams) == nil
 }
 
 // sentUnconfirmed counts a datagram sent on conn before the family was
@@ -446,6 +460,12 @@ func (f *udpFlow) refused(conn *net.UDPConn) bool {
 
 	server := f.s.serverAddr(f.client, other)
 	nc, err := f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
+	var nrc syscall.RawConn
+	if err == nil {
+		if nrc, err = nc.SyscallConn(); err != nil {
+			nc.Close()
+		}
+	}
 	if err != nil {
 		if f.s.debug {
 			f.s.r.Logger.Debug("cannot open a UDP flow to the other address family", "client", f.client, "server", server, "err", err)
@@ -458,7 +478,7 @@ func (f *udpFlow) refused(conn *net.UDPConn) bool {
 		nc.Close()
 		return false
 	}
-	f.conn, f.server, f.other, f.sent = nc, server, other, 1
+	f.conn, f.rc, f.server, f.other, f.sent = nc, nrc, server, other, 1
 	f.mu.Unlock()
 	// The flow's goroutine, reading the old socket, sees it closed and
 	// moves to the new one.
@@ -487,7 +507,7 @@ func (f *udpFlow) confirm(conn *net.UDPConn) {
 // is idle for the timeout, evicted, or the relay shuts down.
 func (f *udpFlow) run() {
 	s := f.s
-	conn := f.current()
+	conn, _ := f.current()
 	if conn == nil {
 		return
 	}
@@ -515,7 +535,7 @@ func (f *udpFlow) run() {
 		case errors.Is(err, net.ErrClosed):
 			// Closed by the end of the flow, or by a move to the other
 			// family: then go on with the new socket.
-			next := f.current()
+			next, _ := f.current()
 			if next == nil || next == conn {
 				f.end()
 				return
@@ -557,7 +577,7 @@ func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
 	if !f.confirmed.Load() {
 		f.confirm(conn)
 	}
-	_, err = s.host.WriteToUDPAddrPort((*rd.buf)[:n], f.client)
+	err = f.out.send((*rd.buf)[:n])
 	rd.release()
 	if err != nil {
 		if s.debug {
@@ -598,12 +618,7 @@ func newPooledReader(c *net.UDPConn, pool *sync.Pool) (*pooledReader, error) {
 	rd := &pooledReader{rc: rc, pool: pool}
 	rd.fn = func(fd uintptr) bool {
 		rd.buf = rd.pool.Get().(*[]byte)
-		for {
-			rd.n, rd.err = syscall.Read(int(fd), *rd.buf)
-			if rd.err != syscall.EINTR {
-				break
-			}
-		}
+		rd.n, rd.err = readNonBlocking(fd, *rd.buf)
 		if rd.err == syscall.EAGAIN {
 			rd.release()
 			return false

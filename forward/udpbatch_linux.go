@@ -60,20 +60,16 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 		for i := range br.msgs {
 			br.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 		}
-		for {
-			n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&br.msgs[0])), hostBatch, unix.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			case 0:
-				br.n, br.err = int(n), nil
-			default:
-				br.n, br.err = 0, e
-			}
-			return true
+		n, e := rawRecvmmsg(fd, br.msgs[:])
+		switch e {
+		case unix.EAGAIN:
+			return false
+		case 0:
+			br.n, br.err = n, nil
+		default:
+			br.n, br.err = 0, e
 		}
+		return true
 	}
 	return br, nil
 }
@@ -129,6 +125,10 @@ type segmenter struct {
 	msg  unix.Msghdr
 	serr error
 	fn   func(fd uintptr) bool
+	// wb, wn and wfn are write's (one datagram alone).
+	wb  []byte
+	wn  int
+	wfn func(fd uintptr) bool
 }
 
 func newSegmenter(off *atomic.Bool) *segmenter {
@@ -141,20 +141,26 @@ func newSegmenter(off *atomic.Bool) *segmenter {
 	s.msg.Control = &s.oob[0]
 	s.msg.SetControllen(unix.CmsgSpace(2))
 	s.fn = func(fd uintptr) bool {
-		for {
-			_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&s.msg)), 0)
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			case 0:
-				s.serr = nil
-			default:
-				s.serr = e
-			}
-			return true
+		switch e := rawSendmsg(fd, &s.msg); e {
+		case unix.EAGAIN:
+			return false
+		case 0:
+			s.serr = nil
+		default:
+			s.serr = e
 		}
+		return true
+	}
+	s.wfn = func(fd uintptr) bool {
+		n, e := rawWrite(fd, s.wb)
+		if e == unix.EAGAIN {
+			return false
+		}
+		s.wn, s.serr = n, nil
+		if e != 0 {
+			s.serr = e
+		}
+		return true
 	}
 	return s
 }
@@ -182,20 +188,30 @@ func (s *segmenter) run(dgrams [][]byte) int {
 	return n
 }
 
-// send sends dgrams (a run as run returns it) on c with one system call.
-// Nothing is sent when it fails.
-func (s *segmenter) send(c *net.UDPConn, dgrams [][]byte) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
+// write sends b alone on the connected socket c (whose RawConn is rc).
+func (s *segmenter) write(_ *net.UDPConn, rc syscall.RawConn, b []byte) (int, error) {
+	s.wb = b
+	err := rc.Write(s.wfn)
+	s.wb = nil
+	if err == nil && s.serr != nil {
+		err = &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("write", s.serr)}
 	}
+	if err != nil {
+		return 0, err
+	}
+	return s.wn, nil
+}
+
+// send sends dgrams (a run as run returns it) on the connected socket
+// whose RawConn is rc with one system call. Nothing is sent when it fails.
+func (s *segmenter) send(rc syscall.RawConn, dgrams [][]byte) error {
 	for i, d := range dgrams {
 		s.iovs[i].Base = &d[0]
 		s.iovs[i].SetLen(len(d))
 	}
 	s.msg.SetIovlen(len(dgrams))
 	*(*uint16)(unsafe.Pointer(&s.oob[unix.CmsgLen(0)])) = uint16(len(dgrams[0]))
-	err = rc.Write(s.fn)
+	err := rc.Write(s.fn)
 	for i := range dgrams {
 		s.iovs[i].Base = nil // keep no buffer alive
 	}
@@ -216,4 +232,90 @@ func (s *segmenter) send(c *net.UDPConn, dgrams [][]byte) error {
 		return &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendmsg", errno)}
 	}
 	return err
+}
+
+// readNonBlocking reads from the non-blocking descriptor fd into b.
+func readNonBlocking(fd uintptr, b []byte) (int, error) {
+	n, e := rawRead(fd, b)
+	if e != 0 {
+		return n, e
+	}
+	return n, nil
+}
+
+// clientSender sends a flow's replies to its client from the host socket,
+// with the client's address made once, as the kernel takes it. It is used
+// by the flow's goroutine only.
+type clientSender struct {
+	rc      syscall.RawConn // the host socket's
+	name    unix.RawSockaddrInet6
+	namelen uint32
+	b       []byte
+	err     unix.Errno
+	fn      func(fd uintptr) bool
+}
+
+// newClientSender makes the sender of replies to client on the host socket
+// of s.
+func newClientSender(s *udpServer, client netip.AddrPort) *clientSender {
+	cs := &clientSender{rc: s.hostRC}
+	if s.host6 {
+		cs.name.Family = unix.AF_INET6
+		cs.name.Addr = client.Addr().As16()
+		cs.name.Port = client.Port()>>8 | client.Port()<<8
+		if z := client.Addr().Zone(); z != "" {
+			if id, err := strconv.ParseUint(z, 10, 32); err == nil {
+				cs.name.Scope_id = uint32(id)
+			} else if ifi, err := net.InterfaceByName(z); err == nil {
+				cs.name.Scope_id = uint32(ifi.Index)
+			}
+		}
+		cs.namelen = unix.SizeofSockaddrInet6
+	} else {
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&cs.name))
+		sa4.Family = unix.AF_INET
+		sa4.Addr = client.Addr().Unmap().As4()
+		sa4.Port = client.Port()>>8 | client.Port()<<8
+		cs.namelen = unix.SizeofSockaddrInet4
+	}
+	cs.fn = func(fd uintptr) bool {
+		_, e := rawSendto(fd, cs.b, unsafe.Pointer(&cs.name), cs.namelen)
+		if e == unix.EAGAIN {
+			return false
+		}
+		cs.err = e
+		return true
+	}
+	return cs
+}
+
+// send sends b to the client.
+func (cs *clientSender) send(b []byte) error {
+	cs.b = b
+	err := cs.rc.Write(cs.fn)
+	cs.b = nil
+	if err == nil && cs.err != 0 {
+		err = &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendto", cs.err)}
+	}
+	return err
+}
+
+// hostFamily reports whether the host socket c is an IPv6 one, and returns
+// its RawConn.
+func hostFamily(c *net.UDPConn) (syscall.RawConn, bool, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, false, err
+	}
+	var family int
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		family, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil {
+		return nil, false, err
+	}
+	if serr != nil {
+		return nil, false, serr
+	}
+	return rc, family == unix.AF_INET6, nil
 }
