@@ -99,10 +99,7 @@ func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
 		flows:   newFlowTable[netip.AddrPort, *udpFlow](timeout, maxFlows),
 		debug:   r.Logger.Enabled(ctx, slog.LevelDebug),
 	}
-	s.bufs.New = func() any {
-		b := make([]byte, maxDatagram)
-		return &b
-	}
+	s.bufs.New = newReplyBuffers
 	var err error
 	if s.hostRC, s.host6, err = hostFamily(host); err != nil {
 		return err
@@ -511,14 +508,14 @@ func (f *udpFlow) run() {
 	if conn == nil {
 		return
 	}
-	rd, err := newPooledReader(conn, &s.bufs)
+	rd, err := newReplyReader(f, conn)
 	if err != nil {
 		f.end()
 		return
 	}
 	conn.SetReadDeadline(time.Now().Add(s.timeout))
 	for {
-		err := f.reply(conn, rd)
+		err := rd.serve()
 		if err == nil {
 			continue
 		}
@@ -541,7 +538,7 @@ func (f *udpFlow) run() {
 				return
 			}
 			conn = next
-			if rd, err = newPooledReader(conn, &s.bufs); err != nil {
+			if rd, err = newReplyReader(f, conn); err != nil {
 				f.end()
 				return
 			}
@@ -566,30 +563,29 @@ func (f *udpFlow) end() {
 	f.close()
 }
 
-// reply moves one reply of the server to the client.
-func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
-	s := f.s
-	n, err := rd.read()
-	if err != nil {
-		return err
-	}
-	s.flows.touch(f.entry)
+// received marks f used by replies of the server that arrived on conn,
+// which confirm its family.
+func (f *udpFlow) received(conn *net.UDPConn) {
+	f.s.flows.touch(f.entry)
 	if !f.confirmed.Load() {
 		f.confirm(conn)
 	}
-	err = f.out.send((*rd.buf)[:n])
-	rd.release()
-	if err != nil {
-		if s.debug {
-			s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
-		}
-		return nil
+}
+
+// replyFailed notes a reply that could not be sent to the client; the flow
+// goes on.
+func (f *udpFlow) replyFailed(err error) {
+	if f.s.debug {
+		f.s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
 	}
-	if st := s.r.Stats; st != nil {
-		st.BytesOut.Add(int64(n))
-		st.Datagrams.Add(1)
+}
+
+// countOut counts n replies of bytes in all sent to clients.
+func (s *udpServer) countOut(bytes, n int) {
+	if st := s.r.Stats; st != nil && n > 0 {
+		st.BytesOut.Add(int64(bytes))
+		st.Datagrams.Add(int64(n))
 	}
-	return nil
 }
 
 // transientICMP reports an error a connected UDP socket returns for an ICMP
@@ -661,24 +657,9 @@ func (s *udpServer) readHost() error {
 	}
 	s.seg = newSegmenter(&s.noSegments)
 	var run [][]byte
-	backoff := time.Duration(0)
-	for {
-		n, err := br.read()
-		if err != nil {
-			if s.ctx.Err() != nil {
-				return nil
-			}
-			if d, ok := acceptBackoff(err, backoff); ok {
-				backoff = d
-				select {
-				case <-time.After(d):
-				case <-s.ctx.Done():
-				}
-				continue
-			}
-			return err
-		}
-		backoff = 0
+	read := false // since the latest error
+	handle := func(n int) {
+		read = true
 		for i := 0; i < n; {
 			b, client := br.datagram(i)
 			run = append(run[:0], b)
@@ -692,5 +673,27 @@ func (s *udpServer) readHost() error {
 			s.fromHost(client, run)
 		}
 		clear(run) // keep no buffer of the batch alive
+	}
+	backoff := time.Duration(0)
+	for {
+		err := br.serve(handle)
+		if read {
+			backoff, read = 0, false
+		}
+		if err == nil {
+			continue
+		}
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		if d, ok := acceptBackoff(err, backoff); ok {
+			backoff = d
+			select {
+			case <-time.After(d):
+			case <-s.ctx.Done():
+			}
+			continue
+		}
+		return err
 	}
 }

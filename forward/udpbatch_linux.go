@@ -31,15 +31,24 @@ const maxSegments = 64
 // batchReader reads the host socket a batch of datagrams at a time with
 // recvmmsg(2): one system call, and one wake-up, for every datagram that
 // waits, as a bulk sender (iperf3 -u, QUIC) leaves many.
+//
+// serve handles each batch inside the RawConn's read callback and waits
+// again from there. A batch short of hostBatch emptied the socket's queue,
+// and the runtime's poller (edge-triggered) reports the next datagram that
+// arrives, so serve waits at once instead of reading again only to get
+// EAGAIN: one recvmmsg per wake-up, not two. That holds only within one
+// RawConn.Read call, which is why the batches are handled inside it: a new
+// call forgets a readiness the poller reported before it (poll's
+// prepareRead), and must read first.
 type batchReader struct {
-	rc    syscall.RawConn
-	msgs  [hostBatch]unix.Mmsghdr
-	iovs  [hostBatch]unix.Iovec
-	names [hostBatch]unix.RawSockaddrInet6
-	bufs  []byte // hostBatch buffers of maxDatagram bytes
-	n     int    // datagrams in the latest batch
-	err   error
-	fn    func(fd uintptr) bool
+	rc     syscall.RawConn
+	msgs   [hostBatch]unix.Mmsghdr
+	iovs   [hostBatch]unix.Iovec
+	names  [hostBatch]unix.RawSockaddrInet6
+	bufs   []byte // hostBatch buffers of maxDatagram bytes
+	err    error
+	handle func(n int) // of serve
+	fn     func(fd uintptr) bool
 }
 
 func newBatchReader(c *net.UDPConn) (*batchReader, error) {
@@ -57,34 +66,39 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 		h.Name = (*byte)(unsafe.Pointer(&br.names[i]))
 	}
 	br.fn = func(fd uintptr) bool {
-		for i := range br.msgs {
-			br.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		for {
+			for i := range br.msgs {
+				br.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			}
+			n, e := rawRecvmmsg(fd, br.msgs[:])
+			switch e {
+			case unix.EAGAIN:
+				return false
+			case 0:
+			default:
+				br.err = e
+				return true
+			}
+			br.handle(n)
+			if n < hostBatch {
+				return false // wait for the poller's report
+			}
 		}
-		n, e := rawRecvmmsg(fd, br.msgs[:])
-		switch e {
-		case unix.EAGAIN:
-			return false
-		case 0:
-			br.n, br.err = n, nil
-		default:
-			br.n, br.err = 0, e
-		}
-		return true
 	}
 	return br, nil
 }
 
-// read waits for datagrams and reads as many as wait, up to hostBatch; it
-// returns how many.
-func (br *batchReader) read() (int, error) {
+// serve waits for datagrams and hands each batch of them (as many as wait,
+// up to hostBatch) to handle, which reads them with datagram, until reading
+// fails: it returns that error (never nil on Linux).
+func (br *batchReader) serve(handle func(n int)) error {
+	br.handle, br.err = handle, nil
 	err := br.rc.Read(br.fn)
+	br.handle = nil
 	if err == nil && br.err != nil {
 		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", br.err)}
 	}
-	if err != nil {
-		return 0, err
-	}
-	return br.n, nil
+	return err
 }
 
 // datagram is the i-th datagram of the latest batch and its sender.
@@ -243,16 +257,12 @@ func readNonBlocking(fd uintptr, b []byte) (int, error) {
 	return n, nil
 }
 
-// clientSender sends a flow's replies to its client from the host socket,
-// with the client's address made once, as the kernel takes it. It is used
-// by the flow's goroutine only.
+// clientSender is a flow's client as the host socket sends to it: its
+// address made once, as the kernel takes it.
 type clientSender struct {
 	rc      syscall.RawConn // the host socket's
 	name    unix.RawSockaddrInet6
 	namelen uint32
-	b       []byte
-	err     unix.Errno
-	fn      func(fd uintptr) bool
 }
 
 // newClientSender makes the sender of replies to client on the host socket
@@ -278,24 +288,133 @@ func newClientSender(s *udpServer, client netip.AddrPort) *clientSender {
 		sa4.Port = client.Port()>>8 | client.Port()<<8
 		cs.namelen = unix.SizeofSockaddrInet4
 	}
-	cs.fn = func(fd uintptr) bool {
-		_, e := rawSendto(fd, cs.b, unsafe.Pointer(&cs.name), cs.namelen)
-		if e == unix.EAGAIN {
-			return false
-		}
-		cs.err = e
-		return true
-	}
 	return cs
 }
 
-// send sends b to the client.
-func (cs *clientSender) send(b []byte) error {
-	cs.b = b
-	err := cs.rc.Write(cs.fn)
-	cs.b = nil
-	if err == nil && cs.err != 0 {
-		err = &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendto", cs.err)}
+// replyBatch is how many replies of the server one recvmmsg takes from a
+// flow's socket: more than one, so that a short batch tells that the
+// socket's queue is empty (see batchReader), and few, as each takes a
+// buffer that fits any datagram.
+const replyBatch = 4
+
+// replyBuffers are the buffers of one batch of replies, from the relay's
+// pool: a flow takes them only while it reads and sends a batch, so that a
+// waiting flow holds none.
+type replyBuffers struct {
+	msgs [replyBatch]unix.Mmsghdr
+	iovs [replyBatch]unix.Iovec
+	buf  [replyBatch * maxDatagram]byte
+}
+
+func newReplyBuffers() any { return new(replyBuffers) }
+
+// replyReader moves the server's replies from a flow's socket to the
+// client, a batch at a time: recvmmsg on the flow's socket, sendmmsg on
+// the host socket. Like batchReader, it handles the batches inside the
+// RawConn's read callback and waits after a short batch without reading
+// again. It is used by the flow's goroutine only.
+type replyReader struct {
+	f    *udpFlow
+	conn *net.UDPConn
+	rc   syscall.RawConn // conn's
+	err  unix.Errno      // of reading
+	fn   func(fd uintptr) bool
+	// of sending a batch: what is left to send, its bytes sent, and the
+	// latest error
+	left   []unix.Mmsghdr
+	bytes  int
+	sent   int
+	serr   unix.Errno
+	sendFn func(fd uintptr) bool
+}
+
+func newReplyReader(f *udpFlow, conn *net.UDPConn) (*replyReader, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	rd := &replyReader{f: f, conn: conn, rc: rc}
+	pool := &f.s.bufs
+	rd.fn = func(fd uintptr) bool {
+		for {
+			b := pool.Get().(*replyBuffers)
+			for i := range b.msgs {
+				b.iovs[i].Base = &b.buf[i*maxDatagram]
+				b.iovs[i].SetLen(maxDatagram)
+				h := &b.msgs[i].Hdr
+				h.Iov = &b.iovs[i]
+				h.SetIovlen(1)
+				h.Name, h.Namelen = nil, 0
+			}
+			n, e := rawRecvmmsg(fd, b.msgs[:])
+			if e != 0 {
+				pool.Put(b)
+				if e == unix.EAGAIN {
+					return false
+				}
+				rd.err = e
+				return true
+			}
+			rd.f.received(rd.conn)
+			rd.toClient(b, n)
+			pool.Put(b)
+			if n < replyBatch {
+				return false // wait for the poller's report
+			}
+		}
+	}
+	rd.sendFn = func(fd uintptr) bool {
+		for len(rd.left) > 0 {
+			k, e := rawSendmmsg(fd, rd.left)
+			switch e {
+			case unix.EAGAIN:
+				return false
+			case 0:
+				for _, m := range rd.left[:k] {
+					rd.bytes += int(m.Len)
+				}
+				rd.sent += k
+				rd.left = rd.left[k:]
+			default:
+				// The first one left failed: drop it, as a send of
+				// its own would have, and go on with the rest.
+				rd.serr = e
+				rd.left = rd.left[1:]
+			}
+		}
+		return true
+	}
+	return rd, nil
+}
+
+// toClient sends the n replies in b to the client.
+func (rd *replyReader) toClient(b *replyBuffers, n int) {
+	cs := rd.f.out
+	for i := range n {
+		b.iovs[i].SetLen(int(b.msgs[i].Len))
+		h := &b.msgs[i].Hdr
+		h.Name, h.Namelen = (*byte)(unsafe.Pointer(&cs.name)), cs.namelen
+		b.msgs[i].Len = 0
+	}
+	rd.left, rd.bytes, rd.sent, rd.serr = b.msgs[:n], 0, 0, 0
+	err := cs.rc.Write(rd.sendFn)
+	rd.left = nil
+	if err == nil && rd.serr != 0 {
+		err = os.NewSyscallError("sendmmsg", rd.serr)
+	}
+	rd.f.s.countOut(rd.bytes, rd.sent)
+	if err != nil {
+		rd.f.replyFailed(err)
+	}
+}
+
+// serve moves replies until reading the flow's socket fails, and returns
+// that error.
+func (rd *replyReader) serve() error {
+	rd.err = 0
+	err := rd.rc.Read(rd.fn)
+	if err == nil && rd.err != 0 {
+		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", rd.err)}
 	}
 	return err
 }

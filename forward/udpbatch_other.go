@@ -23,13 +23,15 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 	return &batchReader{c: c, buf: make([]byte, maxDatagram)}, nil
 }
 
-func (br *batchReader) read() (int, error) {
+// serve reads one datagram and hands it to handle.
+func (br *batchReader) serve(handle func(n int)) error {
 	var err error
 	br.n, br.from, err = br.c.ReadFromUDPAddrPort(br.buf)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	return 1, nil
+	handle(1)
+	return nil
 }
 
 func (br *batchReader) datagram(int) ([]byte, netip.AddrPort) { return br.buf[:br.n], br.from }
@@ -49,7 +51,7 @@ func (*segmenter) write(c *net.UDPConn, _ syscall.RawConn, b []byte) (int, error
 
 func readNonBlocking(fd uintptr, b []byte) (int, error) { return syscall.Read(int(fd), b) }
 
-// clientSender sends a flow's replies to its client from the host socket.
+// clientSender is a flow's client as the host socket sends to it.
 type clientSender struct {
 	host *net.UDPConn
 	to   netip.AddrPort
@@ -59,9 +61,41 @@ func newClientSender(s *udpServer, client netip.AddrPort) *clientSender {
 	return &clientSender{host: s.host, to: client}
 }
 
-func (cs *clientSender) send(b []byte) error {
-	_, err := cs.host.WriteToUDPAddrPort(b, cs.to)
-	return err
+func newReplyBuffers() any {
+	b := make([]byte, maxDatagram)
+	return &b
+}
+
+// replyReader moves the server's replies to the client one at a time.
+type replyReader struct {
+	f    *udpFlow
+	conn *net.UDPConn
+	rd   *pooledReader
+}
+
+func newReplyReader(f *udpFlow, conn *net.UDPConn) (*replyReader, error) {
+	rd, err := newPooledReader(conn, &f.s.bufs)
+	if err != nil {
+		return nil, err
+	}
+	return &replyReader{f: f, conn: conn, rd: rd}, nil
+}
+
+// serve moves one reply.
+func (rd *replyReader) serve() error {
+	n, err := rd.rd.read()
+	if err != nil {
+		return err
+	}
+	rd.f.received(rd.conn)
+	_, err = rd.f.out.host.WriteToUDPAddrPort((*rd.rd.buf)[:n], rd.f.out.to)
+	rd.rd.release()
+	if err != nil {
+		rd.f.replyFailed(err)
+		return nil
+	}
+	rd.f.s.countOut(n, 1)
+	return nil
 }
 
 func hostFamily(*net.UDPConn) (syscall.RawConn, bool, error) { return nil, false, nil }
