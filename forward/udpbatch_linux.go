@@ -319,6 +319,9 @@ type replyReader struct {
 	rc   syscall.RawConn // conn's
 	err  unix.Errno      // of reading
 	fn   func(fd uintptr) bool
+	// unconfirmed is set when a batch came while the flow's family was
+	// not confirmed yet
+	unconfirmed bool
 	// of sending a batch: what is left to send, its bytes sent, and the
 	// latest error
 	left   []unix.Mmsghdr
@@ -355,9 +358,16 @@ func newReplyReader(f *udpFlow, conn *net.UDPConn) (*replyReader, error) {
 				rd.err = e
 				return true
 			}
-			rd.f.received(rd.conn)
+			rd.f.s.flows.touch(rd.f.entry)
 			rd.toClient(b, n)
 			pool.Put(b)
+			if !rd.f.confirmed.Load() {
+				// serve confirms the family outside the callback: that
+				// takes f.mu, under which close waits for this
+				// callback to end.
+				rd.unconfirmed = true
+				return true
+			}
 			if n < replyBatch {
 				return false // wait for the poller's report
 			}
@@ -409,10 +419,14 @@ func (rd *replyReader) toClient(b *replyBuffers, n int) {
 }
 
 // serve moves replies until reading the flow's socket fails, and returns
-// that error.
+// that error, or nil after the first replies of a flow not confirmed yet.
 func (rd *replyReader) serve() error {
-	rd.err = 0
+	rd.err, rd.unconfirmed = 0, false
 	err := rd.rc.Read(rd.fn)
+	if err == nil && rd.unconfirmed {
+		rd.f.confirm(rd.conn)
+		return nil
+	}
 	if err == nil && rd.err != 0 {
 		err = &net.OpError{Op: "read", Net: "udp", Err: os.NewSyscallError("recvmmsg", rd.err)}
 	}
