@@ -661,14 +661,10 @@ func (s *udpServer) readHost() error {
 	handle := func(n int) {
 		read = true
 		for i := 0; i < n; {
-			b, client := br.datagram(i)
-			run = append(run[:0], b)
-			for i++; i < n; i++ {
-				b, from := br.datagram(i)
-				if from != client {
-					break
-				}
-				run = append(run, b)
+			client := br.from(i)
+			run = br.appendDatagrams(run[:0], i)
+			for i++; i < n && br.from(i) == client; i++ {
+				run = br.appendDatagrams(run, i)
 			}
 			s.fromHost(client, run)
 		}

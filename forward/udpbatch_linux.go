@@ -45,6 +45,7 @@ type batchReader struct {
 	msgs   [hostBatch]unix.Mmsghdr
 	iovs   [hostBatch]unix.Iovec
 	names  [hostBatch]unix.RawSockaddrInet6
+	oobs   [hostBatch][groOOB]byte
 	bufs   []byte // hostBatch buffers of maxDatagram bytes
 	err    error
 	handle func(n int) // of serve
@@ -64,11 +65,16 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 		h.Iov = &br.iovs[i]
 		h.SetIovlen(1)
 		h.Name = (*byte)(unsafe.Pointer(&br.names[i]))
+		h.Control = &br.oobs[i][0]
 	}
+	// Best effort: without it, a sender's run arrives cut into its
+	// datagrams, as from any other sender.
+	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) })
 	br.fn = func(fd uintptr) bool {
 		for {
 			for i := range br.msgs {
 				br.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+				br.msgs[i].Hdr.SetControllen(groOOB)
 			}
 			n, e := rawRecvmmsg(fd, br.msgs[:])
 			switch e {
@@ -101,10 +107,37 @@ func (br *batchReader) serve(handle func(n int)) error {
 	return err
 }
 
-// datagram is the i-th datagram of the latest batch and its sender.
-func (br *batchReader) datagram(i int) ([]byte, netip.AddrPort) {
+// groOOB is room for the control message of UDP_GRO: a cmsghdr and an
+// int (unix.CmsgSpace(4)).
+const groOOB = 24
+
+// from is the sender of the i-th message of the latest batch.
+func (br *batchReader) from(i int) netip.AddrPort { return sockaddrAddrPort(&br.names[i]) }
+
+// appendDatagrams appends the datagrams of the i-th message of the latest
+// batch to dgrams. A message is one datagram, or, with UDP_GRO, a run of
+// datagrams its sender sent with UDP_SEGMENT in one call: the kernel
+// keeps such a run whole up to a socket that asks for it, and says the
+// size it was cut at (the last may be shorter). The relay cuts it the same
+// way, so that the server gets the datagrams the client sent.
+func (br *batchReader) appendDatagrams(dgrams [][]byte, i int) [][]byte {
 	b := br.bufs[i*maxDatagram : i*maxDatagram+int(br.msgs[i].Len)]
-	return b, sockaddrAddrPort(&br.names[i])
+	size := 0
+	h := &br.msgs[i].Hdr
+	if h.Controllen >= uint64(unix.CmsgLen(4)) {
+		c := (*unix.Cmsghdr)(unsafe.Pointer(&br.oobs[i][0]))
+		if c.Level == unix.SOL_UDP && c.Type == unix.UDP_GRO {
+			size = int(*(*int32)(unsafe.Pointer(&br.oobs[i][unix.CmsgLen(0)])))
+		}
+	}
+	if size <= 0 || size >= len(b) {
+		return append(dgrams, b)
+	}
+	for len(b) > size {
+		dgrams = append(dgrams, b[:size:size])
+		b = b[size:]
+	}
+	return append(dgrams, b)
 }
 
 // sockaddrAddrPort reads a sender's address as Go's own ReadFrom does: an

@@ -1,10 +1,15 @@
 package forward
 
 import (
+	"fmt"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkUDPSendPath sends 64-byte datagrams on a connected socket to a
@@ -53,4 +58,30 @@ func ctxSwitches() int64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Nvcsw + ru.Nivcsw
+}
+
+// BenchmarkUDPBulkSegmented is BenchmarkUDPBulk with a sender that sends
+// runs of 16 datagrams with one UDP_SEGMENT send each, as QUIC stacks do:
+// through the relay, the host socket takes each run whole (UDP_GRO) and
+// the relay sends it on whole.
+//
+//	go test -run '^$' -bench UDPBulkSegmented -count 5 ./forward
+func BenchmarkUDPBulkSegmented(b *testing.B) {
+	const run = 16
+	for _, size := range []int{1400} {
+		for _, via := range []string{"direct", "relay"} {
+			b.Run(fmt.Sprintf("%s/size=%d/run=%d", via, size, run), func(b *testing.B) {
+				buf := make([]byte, size*run)
+				oob := make([]byte, unix.CmsgSpace(2))
+				h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+				h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+				h.SetLen(unix.CmsgLen(2))
+				*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = uint16(size)
+				benchBulk(b, via == "relay", size, func(c *net.UDPConn, _ []byte) (int, error) {
+					_, _, err := c.WriteMsgUDP(buf, oob, nil)
+					return run, err
+				})
+			})
+		}
+	}
 }

@@ -13,10 +13,10 @@ import (
 // batchReader reads the host socket one datagram at a time
 // (udpbatch_linux.go reads a batch with recvmmsg).
 type batchReader struct {
-	c    *net.UDPConn
-	buf  []byte
-	n    int
-	from netip.AddrPort
+	c      *net.UDPConn
+	buf    []byte
+	n      int
+	sender netip.AddrPort
 }
 
 func newBatchReader(c *net.UDPConn) (*batchReader, error) {
@@ -26,7 +26,7 @@ func newBatchReader(c *net.UDPConn) (*batchReader, error) {
 // serve reads one datagram and hands it to handle.
 func (br *batchReader) serve(handle func(n int)) error {
 	var err error
-	br.n, br.from, err = br.c.ReadFromUDPAddrPort(br.buf)
+	br.n, br.sender, err = br.c.ReadFromUDPAddrPort(br.buf)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,11 @@ func (br *batchReader) serve(handle func(n int)) error {
 	return nil
 }
 
-func (br *batchReader) datagram(int) ([]byte, netip.AddrPort) { return br.buf[:br.n], br.from }
+func (br *batchReader) from(int) netip.AddrPort { return br.sender }
+
+func (br *batchReader) appendDatagrams(dgrams [][]byte, _ int) [][]byte {
+	return append(dgrams, br.buf[:br.n])
+}
 
 // segmenter sends every datagram alone here.
 type segmenter struct{}
