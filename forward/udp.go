@@ -99,9 +99,10 @@ func (r *UDPRelay) Serve(ctx context.Context, host *net.UDPConn) error {
 		flows:   newFlowTable[netip.AddrPort, *udpFlow](timeout, maxFlows),
 		debug:   r.Logger.Enabled(ctx, slog.LevelDebug),
 	}
-	s.bufs.New = func() any {
-		b := make([]byte, maxDatagram)
-		return &b
+	s.bufs.New = newReplyBuffers
+	var err error
+	if s.hostRC, s.host6, err = hostFamily(host); err != nil {
+		return err
 	}
 	defer s.shutdown()
 	defer joinBudget(r.Budget, s.flows, (*udpFlow).close)()
@@ -117,6 +118,8 @@ type udpServer struct {
 	r       *UDPRelay
 	ctx     context.Context
 	host    *net.UDPConn
+	hostRC  syscall.RawConn // host's, for the flows' replies
+	host6   bool            // host is an IPv6 socket
 	timeout time.Duration
 	max     int
 	flows   *flowTable[netip.AddrPort, *udpFlow]
@@ -186,7 +189,7 @@ func (s *udpServer) flowFor(client netip.AddrPort) *udpFlow {
 		s.r.Stats.failed()
 		return nil
 	}
-	f := &udpFlow{s: s, client: client}
+	f := &udpFlow{s: s, client: client, out: newClientSender(s, client)}
 	err := f.dial()
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		// Out of descriptors before the bound (a low limit, or many
@@ -258,6 +261,7 @@ type udpFlow struct {
 	s      *udpServer
 	client netip.AddrPort
 	entry  *flowEntry[netip.AddrPort, *udpFlow] // in s.flows; set before run
+	out    *clientSender                        // replies to client; used by run
 
 	// confirmed is true once the server's family is known to be right:
 	// the server replied, or a later datagram went out with no refusal.
@@ -265,8 +269,9 @@ type udpFlow struct {
 
 	mu     sync.Mutex // guards the fields below
 	conn   *net.UDPConn
-	server netip.AddrPort // where conn is connected
-	other  bool           // server is of the other family than client
+	rc     syscall.RawConn // conn's
+	server netip.AddrPort  // where conn is connected
+	other  bool            // server is of the other family than client
 	// pending is a copy of the latest datagram sent while not confirmed,
 	// to send again to the other family if the server refuses it; sent
 	// counts the datagrams sent on conn while not confirmed; retried is
@@ -286,6 +291,10 @@ func (f *udpFlow) dial() error {
 		var c *net.UDPConn
 		c, err = f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
 		if err == nil {
+			if f.rc, err = c.SyscallConn(); err != nil {
+				c.Close()
+				return err
+			}
 			f.conn, f.server, f.other = c, server, other
 			return nil
 		}
@@ -296,14 +305,15 @@ func (f *udpFlow) dial() error {
 	return err
 }
 
-// current returns the socket f uses now, or nil once f is closed.
-func (f *udpFlow) current() *net.UDPConn {
+// current returns the socket f uses now and its RawConn, or nil once f is
+// closed.
+func (f *udpFlow) current() (*net.UDPConn, syscall.RawConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
-		return nil
+		return nil, nil
 	}
-	return f.conn
+	return f.conn, f.rc
 }
 
 // close closes f's socket; its goroutine then ends.
@@ -335,26 +345,27 @@ func (f *udpFlow) send(b []byte) bool {
 		f.mu.Unlock()
 		return false
 	}
-	conn := f.conn
+	conn, rc := f.conn, f.rc
 	keep := !f.confirmed.Load()
 	if keep {
 		f.keepLocked(b)
 	}
 	f.mu.Unlock()
-	_, err := conn.Write(b)
+	seg := f.s.seg
+	_, err := seg.write(conn, rc, b)
 	switch {
 	case errors.Is(err, net.ErrClosed):
 		// The flow moved to the other family meanwhile: send there.
-		if c := f.current(); c != nil && c != conn {
-			conn = c
-			_, err = conn.Write(b)
+		if c, crc := f.current(); c != nil && c != conn {
+			conn, rc = c, crc
+			_, err = seg.write(conn, rc, b)
 		}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		// The refusal of an earlier datagram, reported here instead of on
 		// the flow's goroutine (and so cleared): this one did not go. Try
 		// it here once; the server may have started meanwhile. If it is
 		// not there, its refusal moves the flow with this datagram.
-		_, err = conn.Write(b)
+		_, err = seg.write(conn, rc, b)
 	}
 	switch {
 	case err == nil:
@@ -383,9 +394,9 @@ func (f *udpFlow) sendSegments(dgrams [][]byte) bool {
 		f.mu.Unlock()
 		return false
 	}
-	conn := f.conn
+	rc := f.rc
 	f.mu.Unlock()
-	return f.s.seg.send(conn, dgrams) == nil
+	return f.s.seg.send(rc, dgrams) == nil
 }
 
 // sentUnconfirmed counts a datagram sent on conn before the family was
@@ -446,6 +457,12 @@ func (f *udpFlow) refused(conn *net.UDPConn) bool {
 
 	server := f.s.serverAddr(f.client, other)
 	nc, err := f.s.r.Dialer.DialUDP(f.s.ctx, f.client, server)
+	var nrc syscall.RawConn
+	if err == nil {
+		if nrc, err = nc.SyscallConn(); err != nil {
+			nc.Close()
+		}
+	}
 	if err != nil {
 		if f.s.debug {
 			f.s.r.Logger.Debug("cannot open a UDP flow to the other address family", "client", f.client, "server", server, "err", err)
@@ -458,7 +475,7 @@ func (f *udpFlow) refused(conn *net.UDPConn) bool {
 		nc.Close()
 		return false
 	}
-	f.conn, f.server, f.other, f.sent = nc, server, other, 1
+	f.conn, f.rc, f.server, f.other, f.sent = nc, nrc, server, other, 1
 	f.mu.Unlock()
 	// The flow's goroutine, reading the old socket, sees it closed and
 	// moves to the new one.
@@ -487,18 +504,18 @@ func (f *udpFlow) confirm(conn *net.UDPConn) {
 // is idle for the timeout, evicted, or the relay shuts down.
 func (f *udpFlow) run() {
 	s := f.s
-	conn := f.current()
+	conn, _ := f.current()
 	if conn == nil {
 		return
 	}
-	rd, err := newPooledReader(conn, &s.bufs)
+	rd, err := newReplyReader(f, conn)
 	if err != nil {
 		f.end()
 		return
 	}
 	conn.SetReadDeadline(time.Now().Add(s.timeout))
 	for {
-		err := f.reply(conn, rd)
+		err := rd.serve()
 		if err == nil {
 			continue
 		}
@@ -515,13 +532,13 @@ func (f *udpFlow) run() {
 		case errors.Is(err, net.ErrClosed):
 			// Closed by the end of the flow, or by a move to the other
 			// family: then go on with the new socket.
-			next := f.current()
+			next, _ := f.current()
 			if next == nil || next == conn {
 				f.end()
 				return
 			}
 			conn = next
-			if rd, err = newPooledReader(conn, &s.bufs); err != nil {
+			if rd, err = newReplyReader(f, conn); err != nil {
 				f.end()
 				return
 			}
@@ -546,30 +563,29 @@ func (f *udpFlow) end() {
 	f.close()
 }
 
-// reply moves one reply of the server to the client.
-func (f *udpFlow) reply(conn *net.UDPConn, rd *pooledReader) error {
-	s := f.s
-	n, err := rd.read()
-	if err != nil {
-		return err
-	}
-	s.flows.touch(f.entry)
+// received marks f used by replies of the server that arrived on conn,
+// which confirm its family.
+func (f *udpFlow) received(conn *net.UDPConn) {
+	f.s.flows.touch(f.entry)
 	if !f.confirmed.Load() {
 		f.confirm(conn)
 	}
-	_, err = s.host.WriteToUDPAddrPort((*rd.buf)[:n], f.client)
-	rd.release()
-	if err != nil {
-		if s.debug {
-			s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
-		}
-		return nil
+}
+
+// replyFailed notes a reply that could not be sent to the client; the flow
+// goes on.
+func (f *udpFlow) replyFailed(err error) {
+	if f.s.debug {
+		f.s.r.Logger.Debug("sending a reply to the client", "client", f.client, "err", err)
 	}
-	if st := s.r.Stats; st != nil {
-		st.BytesOut.Add(int64(n))
-		st.Datagrams.Add(1)
+}
+
+// countOut counts n replies of bytes in all sent to clients.
+func (s *udpServer) countOut(bytes, n int) {
+	if st := s.r.Stats; st != nil && n > 0 {
+		st.BytesOut.Add(int64(bytes))
+		st.Datagrams.Add(int64(n))
 	}
-	return nil
 }
 
 // transientICMP reports an error a connected UDP socket returns for an ICMP
@@ -598,12 +614,7 @@ func newPooledReader(c *net.UDPConn, pool *sync.Pool) (*pooledReader, error) {
 	rd := &pooledReader{rc: rc, pool: pool}
 	rd.fn = func(fd uintptr) bool {
 		rd.buf = rd.pool.Get().(*[]byte)
-		for {
-			rd.n, rd.err = syscall.Read(int(fd), *rd.buf)
-			if rd.err != syscall.EINTR {
-				break
-			}
-		}
+		rd.n, rd.err = readNonBlocking(fd, *rd.buf)
 		if rd.err == syscall.EAGAIN {
 			rd.release()
 			return false
@@ -646,36 +657,39 @@ func (s *udpServer) readHost() error {
 	}
 	s.seg = newSegmenter(&s.noSegments)
 	var run [][]byte
-	backoff := time.Duration(0)
-	for {
-		n, err := br.read()
-		if err != nil {
-			if s.ctx.Err() != nil {
-				return nil
-			}
-			if d, ok := acceptBackoff(err, backoff); ok {
-				backoff = d
-				select {
-				case <-time.After(d):
-				case <-s.ctx.Done():
-				}
-				continue
-			}
-			return err
-		}
-		backoff = 0
+	read := false // since the latest error
+	handle := func(n int) {
+		read = true
 		for i := 0; i < n; {
-			b, client := br.datagram(i)
-			run = append(run[:0], b)
-			for i++; i < n; i++ {
-				b, from := br.datagram(i)
-				if from != client {
-					break
-				}
-				run = append(run, b)
+			client := br.from(i)
+			run = br.appendDatagrams(run[:0], i)
+			for i++; i < n && br.from(i) == client; i++ {
+				run = br.appendDatagrams(run, i)
 			}
 			s.fromHost(client, run)
 		}
 		clear(run) // keep no buffer of the batch alive
+	}
+	backoff := time.Duration(0)
+	for {
+		err := br.serve(handle)
+		if read {
+			backoff, read = 0, false
+		}
+		if err == nil {
+			continue
+		}
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		if d, ok := acceptBackoff(err, backoff); ok {
+			backoff = d
+			select {
+			case <-time.After(d):
+			case <-s.ctx.Done():
+			}
+			continue
+		}
+		return err
 	}
 }

@@ -110,13 +110,15 @@ func BenchmarkUDPBulk(b *testing.B) {
 	for _, size := range []int{64, 1400, 8000} {
 		for _, via := range []string{"direct", "relay"} {
 			b.Run(fmt.Sprintf("%s/size=%d", via, size), func(b *testing.B) {
-				benchBulk(b, via == "relay", size)
+				benchBulk(b, via == "relay", size, nil)
 			})
 		}
 	}
 }
 
-func benchBulk(b *testing.B, viaRelay bool, size int) {
+// benchBulk is BenchmarkUDPBulk's; send, if not nil, sends a run of
+// datagrams of out's size at once and returns how many it sent.
+func benchBulk(b *testing.B, viaRelay bool, size int, send func(c *net.UDPConn, out []byte) (int, error)) {
 	const window = 256 // datagrams in flight: under the buffers asked for
 	sink := udpListen(b, netip.AddrPortFrom(loopback4, 0))
 	sink.SetReadBuffer(4 << 20)
@@ -164,6 +166,14 @@ func benchBulk(b *testing.B, viaRelay bool, size int) {
 				// No progress: what is in flight is lost.
 				lost = sent - (received.Load() - base)
 			}
+			continue
+		}
+		if send != nil {
+			n, err := send(c, out)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sent += int64(n)
 			continue
 		}
 		if _, err := c.Write(out); err != nil {

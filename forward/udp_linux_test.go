@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // A flood of client addresses opens no more descriptors than MaxFlows
@@ -145,6 +148,72 @@ func TestUDPRelayBurstKeepsBoundaries(t *testing.T) {
 				if b[j] != byte(i+j+round) {
 					t.Fatalf("round %d: datagram %d differs at byte %d", round, i, j)
 				}
+			}
+		}
+	}
+}
+
+// A client that sends runs of datagrams with UDP_SEGMENT (QUIC stacks
+// do) has them reach the server as the datagrams it sent: the host socket
+// takes each run whole (UDP_GRO) and the relay cuts it at the size the
+// kernel reports, the last one shorter, as the kernel would have.
+func TestUDPRelaySegmentedRunsArriveCut(t *testing.T) {
+	sink := udpListen(t, netip.AddrPortFrom(loopback4, 0))
+	sink.SetReadBuffer(8 << 20)
+	got := make(chan []byte, 256)
+	go func() {
+		buf := make([]byte, maxDatagram)
+		for {
+			n, from, err := sink.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if n == 2 { // the flow's opening datagrams get an answer
+				sink.WriteToUDPAddrPort(buf[:n], from)
+				continue
+			}
+			got <- append([]byte(nil), buf[:n]...)
+		}
+	}()
+	relayAddr, _, _ := startUDPRelay(t, &UDPRelay{Port: udpAddrOf(sink).Port()}, loopback4)
+	c := udpClient(t, relayAddr)
+	c.SetWriteBuffer(8 << 20)
+	for range 2 {
+		if _, err := exchange(c, []byte{9, 9}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []struct{ size, total int }{{1000, 10500}, {1400, 1400 * 40}, {1200, 1200*3 + 1}, {300, 600}} {
+		b := make([]byte, run.total)
+		for j := range b {
+			b[j] = byte(j / run.size)
+		}
+		oob := make([]byte, unix.CmsgSpace(2))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+		*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = uint16(run.size)
+		var serr error
+		if err := rc.Write(func(fd uintptr) bool {
+			serr = unix.Sendmsg(int(fd), b, oob, nil, 0)
+			return serr != unix.EAGAIN
+		}); err != nil || serr != nil {
+			t.Skipf("this kernel cannot send with UDP_SEGMENT: %v %v", err, serr)
+		}
+		for i := 0; i*run.size < run.total; i++ {
+			want := min(run.size, run.total-i*run.size)
+			var d []byte
+			select {
+			case d = <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("run of %d: datagram %d never arrived", run.size, i)
+			}
+			if len(d) != want || d[0] != byte(i) || d[len(d)-1] != byte(i) {
+				t.Fatalf("run of %d: datagram %d has %d bytes starting %d, want %d bytes of %d", run.size, i, len(d), d[0], want, byte(i))
 			}
 		}
 	}

@@ -521,3 +521,32 @@ func TestUDPRelayDualStackHostSocket(t *testing.T) {
 		t.Fatalf("dialer calls %v, want one to 127.0.0.1:%d", d.calls, port)
 	}
 }
+
+// Evicting flows whose first replies are on their way does not stall the
+// relay: the flow idle longest is closed from the goroutine that reads the
+// host socket while that flow's own goroutine may be taking in its first
+// replies, which confirm its family. (Confirming took the flow's lock
+// inside the socket's read callback, and close waits under that lock for
+// the callback to end: the relay stopped reading the host socket.)
+func TestUDPRelayEvictsFlowsBeingConfirmed(t *testing.T) {
+	port := udpServer4(t, udpEcho)
+	r := &UDPRelay{Port: port, MaxFlows: 2}
+	relayAddr, _, _ := startUDPRelay(t, r, loopback4)
+	for range 20 {
+		clients := make([]*net.UDPConn, 50)
+		for i := range clients {
+			clients[i] = udpClient(t, relayAddr)
+		}
+		for _, c := range clients {
+			// One datagram each: only its reply confirms the flow,
+			// which the next clients soon evict.
+			c.Write([]byte("one"))
+		}
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	if _, err := exchange(udpClient(t, relayAddr), []byte("last"), 10*time.Second); err != nil {
+		t.Fatalf("after the evictions: %v", err)
+	}
+}
