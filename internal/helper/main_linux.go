@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -50,7 +49,6 @@ type helper struct {
 // Main is the helper (argv[0] nsutil.RoleInit). It returns its exit
 // status; the server's status goes to the parent over the control channel.
 func Main() int {
-	runtime.GOMAXPROCS(relayProcs(runtime.NumCPU(), os.Getenv("GOMAXPROCS")))
 	h, err := connect()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "nsbind: %v\n", err)
@@ -114,21 +112,6 @@ func connect() (*helper, error) {
 		h.stats[i] = new(forward.Stats)
 	}
 	return h, nil
-}
-
-// relayProcs is how many threads the helper runs Go code on at once: half
-// the CPUs (at least one), unless the user set GOMAXPROCS. The relays share
-// the machine with the clients and the server they carry bytes between,
-// which want the CPUs as much; and with fewer processors a goroutine the
-// poller readies runs on the thread that polled instead of waking another.
-// On two CPUs that doubled keep-alive requests per second through the relay
-// (wrk -t2 -c50: 7,100-8,600 -> 12,800-15,700) and cut its p99 from 14-50 ms
-// to 10 ms.
-func relayProcs(cpus int, env string) int {
-	if env != "" {
-		return runtime.GOMAXPROCS(0) // the runtime read it already
-	}
-	return max(1, cpus/2)
 }
 
 // fail tells the parent why the run failed, with the step and errno for
