@@ -77,14 +77,3 @@ func rawWrite(fd uintptr, b []byte) (int, unix.Errno) {
 		}
 	}
 }
-
-// rawSendto sends b as one datagram to the address at name (namelen bytes)
-// on the non-blocking socket fd.
-func rawSendto(fd uintptr, b []byte, name unsafe.Pointer, namelen uint32) (int, unix.Errno) {
-	for {
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_DONTWAIT, uintptr(name), uintptr(namelen))
-		if e != unix.EINTR {
-			return int(n), e
-		}
-	}
-}

@@ -563,15 +563,6 @@ func (f *udpFlow) end() {
 	f.close()
 }
 
-// received marks f used by replies of the server that arrived on conn,
-// which confirm its family.
-func (f *udpFlow) received(conn *net.UDPConn) {
-	f.s.flows.touch(f.entry)
-	if !f.confirmed.Load() {
-		f.confirm(conn)
-	}
-}
-
 // replyFailed notes a reply that could not be sent to the client; the flow
 // goes on.
 func (f *udpFlow) replyFailed(err error) {

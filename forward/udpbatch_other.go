@@ -103,3 +103,12 @@ func (rd *replyReader) serve() error {
 }
 
 func hostFamily(*net.UDPConn) (syscall.RawConn, bool, error) { return nil, false, nil }
+
+// received marks f used by replies of the server that arrived on conn,
+// which confirm its family.
+func (f *udpFlow) received(conn *net.UDPConn) {
+	f.s.flows.touch(f.entry)
+	if !f.confirmed.Load() {
+		f.confirm(conn)
+	}
+}
