@@ -257,19 +257,14 @@ func connectHostUDP(f *os.File, dst netip.AddrPort) (*net.UDPConn, error) {
 	return uc, nil
 }
 
-// connectHostFile connects the non-blocking socket f to dst, waiting for a TCP
-// handshake through Go's poller.
+// connectHostFile connects the non-blocking socket f to dst, waiting for a
+// TCP handshake through Go's poller (as dialSocket does).
 func connectHostFile(ctx context.Context, f *os.File, dst netip.AddrPort) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var sa unix.Sockaddr
-	if a := dst.Addr(); a.Is4() {
-		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(dst.Port())}
-	} else {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(dst.Port())}
-	}
+	sa := addrPortToSockaddr(dst)
 	var cerr error
 	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), sa) }); err != nil {
 		return err
@@ -277,30 +272,7 @@ func connectHostFile(ctx context.Context, f *os.File, dst netip.AddrPort) error 
 	if !errors.Is(cerr, unix.EINPROGRESS) {
 		return cerr
 	}
-	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
-	defer stop()
-	err = rc.Write(func(fd uintptr) bool {
-		v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		switch {
-		case err != nil:
-			cerr = err
-		case v != 0:
-			cerr = unix.Errno(v)
-		default:
-			if _, err := unix.Getpeername(int(fd)); err != nil {
-				return false // still connecting: wait until writable
-			}
-			cerr = nil
-		}
-		return true
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	return cerr
+	return waitConnected(ctx, f, sa, 0)
 }
 
 // bindNative binds the host sockets of one published TCP port on the
@@ -420,13 +392,7 @@ func bindRaw(ap netip.AddrPort, reusePort, onLo, v6only bool) (int, uint16, erro
 			return fail(fmt.Errorf("binding to lo: %w", err))
 		}
 	}
-	var sa unix.Sockaddr
-	if family == unix.AF_INET {
-		sa = &unix.SockaddrInet4{Addr: a.As4(), Port: int(ap.Port())}
-	} else {
-		sa = &unix.SockaddrInet6{Addr: a.As16(), Port: int(ap.Port())}
-	}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := unix.Bind(fd, addrPortToSockaddr(ap)); err != nil {
 		return fail(err)
 	}
 	got, err := unix.Getsockname(fd)

@@ -204,19 +204,6 @@ func dialError(src, dst netip.AddrPort, err error) error {
 	return e
 }
 
-// socketConn makes a dialed socket a *net.TCPConn, for a Dialer's DialTCP.
-func socketConn(f *os.File, err error) (*net.TCPConn, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
-}
-
 // localAddr is the local address of c.
 func localAddr(c leg) (netip.AddrPort, bool) {
 	if tc, ok := c.(*net.TCPConn); ok {

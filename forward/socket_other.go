@@ -30,18 +30,6 @@ func dialSocket(ctx context.Context, _, dst netip.AddrPort, _ time.Duration) (*o
 	return c.(*net.TCPConn).File()
 }
 
-func socketConn(f *os.File, err error) (*net.TCPConn, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
-}
-
 func localAddr(c leg) (netip.AddrPort, bool) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		return tcpAddrPort(tc.LocalAddr())

@@ -29,6 +29,19 @@ type SocketDialer interface {
 	DialSocket(ctx context.Context, client netip.AddrPort, port uint16) (*os.File, error)
 }
 
+// socketConn makes a dialed socket a *net.TCPConn, for a Dialer's DialTCP.
+func socketConn(f *os.File, err error) (*net.TCPConn, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
 // leg is one side of a relayed connection: a *net.TCPConn, or a TCP socket
 // as an *os.File (accepted or dialed by the relay itself).
 type leg interface {
