@@ -24,9 +24,16 @@ func TestRelayAcceptOutOfDescriptors(t *testing.T) {
 	log := new(lockedLog)
 	r := &TCPRelay{Port: 80, Dialer: toAddr{addr: addrOf(server)}, Wait: 10 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	// Serve's copy of the listener is made here, while descriptors are
+	// left: the relay in the goroutine may start only after they are gone.
+	lf, err := host.File()
+	host.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, host) }()
+	go func() { done <- r.ServeFile(ctx, lf) }()
 	defer func() {
 		cancel()
 		select {
