@@ -9,6 +9,9 @@
 #                                    socket shapes 1-3 from 127.0.0.1 and ::1
 #                                    clients, and pgbench, side by side with direct
 #   scripts/bench.sh --pgbench       only the pgbench part of --native
+#   scripts/bench.sh --floor         also a plain forwarding process (socat,
+#                                    one per port, fork per peer) on the host:
+#                                    what any relay costs on this machine
 #
 # Every mode serves the same server (scripts/benchserver: HTTP "hello" + UDP
 # echo, and iperf3) on loopback; the modes are interleaved round by round and
@@ -17,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 dur=3 peers=0 native=0 shapes=1
+rounds=3 dur=3 peers=0 native=0 shapes=1 floor=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) rounds=$2; shift 2 ;;
@@ -26,7 +29,8 @@ while [ $# -gt 0 ]; do
     --quick) rounds=1 dur=1; shift ;;
     --native) native=1; shift ;;
     --pgbench) native=1 shapes=0; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --floor) floor=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +39,7 @@ say() { printf '== %s\n' "$*" >&2; }
 
 need=(iperf3 wrk python3 curl)
 [ "$peers" = 1 ] && need+=(rootlesskit slirp4netns passt)
+[ "$floor" = 1 ] && need+=(socat)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -66,6 +71,14 @@ nsbind=$work/nsbind bs=$work/benchserver
 if [ "$(id -u)" = 0 ]; then ulimit -Hn 1048576 2>/dev/null || true; fi
 ulimit -Sn "$(ulimit -Hn)"
 
+# nsbind run as root needs a user for the server (it must not be host root).
+nsrun=("$nsbind" run -q)
+if [ "$(id -u)" = 0 ]; then
+  id "${BENCH_USER:-nsbind-test}" >/dev/null 2>&1 ||
+    { echo "bench.sh: as root, set BENCH_USER to an unprivileged user for the servers" >&2; exit 1; }
+  nsrun+=(--user "${BENCH_USER:-nsbind-test}")
+fi
+
 # Ports on the host, fresh per run.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -81,8 +94,15 @@ wait_http() {
 # relay: --relay; native: no flag, the default (older nsbind: --direct).
 modes=(direct relay native)
 if [ "$(id -u)" = 0 ] && "$nsbind" run --help 2>&1 | grep -q -- '--net '; then modes+=(veth); fi
-if [ "$(id -u)" = 0 ] && command -v rootlesskit >/dev/null && command -v slirp4netns >/dev/null; then modes+=(rootlesskit); fi
-if [ "$(id -u)" = 0 ] && command -v pasta >/dev/null; then modes+=(pasta); fi
+# rootlesskit maps root's subordinate ids: without a range for root it cannot start.
+if [ "$(id -u)" = 0 ] && command -v rootlesskit >/dev/null && command -v slirp4netns >/dev/null &&
+  grep -q '^root:' /etc/subuid 2>/dev/null; then modes+=(rootlesskit); fi
+# pasta refuses to run as root; as the user it needs a tun device it may open
+# (../shared/bench/anchors.sh lends it one where /dev/net/tun is 0600).
+peer=()
+[ "$(id -u)" = 0 ] && peer=(setpriv --reuid="${BENCH_USER:-nsbind-test}" --regid="$(id -g "${BENCH_USER:-nsbind-test}")" --init-groups env HOME=/tmp)
+if command -v pasta >/dev/null && "${peer[@]}" test -r /dev/net/tun -a -w /dev/net/tun; then modes+=(pasta); fi
+[ "$floor" = 1 ] && modes+=(socat)
 
 # IPv4 sockets inside, as the published host sockets are IPv4 addresses.
 inside='iperf3 -s -4 -p 5201 >/dev/null 2>&1 & exec '"$bs"' serve -http 0.0.0.0:80 -udp 0.0.0.0:53'
@@ -97,11 +117,24 @@ start_mode() {
       # A process group of its own, stopped as a whole (iperf3 with it).
       setsid sh -c "iperf3 -s -B 127.0.0.1 -p $IP >/dev/null 2>&1 & exec $bs serve -http 127.0.0.1:$HP -udp 127.0.0.1:$UP" &
       ;;
+    socat)
+      # The servers on ports of their own, socat between: a process group,
+      # stopped as a whole (socat's children with it). -T ends a UDP peer's
+      # child once it is idle.
+      local h2 u2 i2
+      h2=$(free_port) u2=$(free_port) i2=$(free_port)
+      setsid sh -c "iperf3 -s -B 127.0.0.1 -p $i2 >/dev/null 2>&1 &
+        socat TCP4-LISTEN:$HP,bind=127.0.0.1,reuseaddr,fork TCP4:127.0.0.1:$h2 &
+        socat TCP4-LISTEN:$IP,bind=127.0.0.1,reuseaddr,fork TCP4:127.0.0.1:$i2 &
+        socat -T 5 UDP4-LISTEN:$UP,bind=127.0.0.1,reuseaddr,fork UDP4:127.0.0.1:$u2 &
+        socat -T 5 UDP4-LISTEN:$IP,bind=127.0.0.1,reuseaddr,fork UDP4:127.0.0.1:$i2 &
+        exec $bs serve -http 127.0.0.1:$h2 -udp 127.0.0.1:$u2" &
+      ;;
     relay|native|veth)
       local extra=()
       [ "$1" = relay ] && extra=(--relay)
       [ "$1" = veth ] && extra=(--net veth)
-      "$nsbind" run -q "${extra[@]}" -p "80:127.0.0.1:$HP" -p "53:127.0.0.1:$UP/udp" \
+      "${nsrun[@]}" "${extra[@]}" -p "80:127.0.0.1:$HP" -p "53:127.0.0.1:$UP/udp" \
         -p "5201:127.0.0.1:$IP" -p "5201:127.0.0.1:$IP/udp" -- sh -c "$inside" &
       ;;
     rootlesskit)
@@ -110,7 +143,7 @@ start_mode() {
         sh -c "$inside" >/dev/null 2>&1 &
       ;;
     pasta)
-      pasta --config-net -q -t "127.0.0.1/$HP:80,127.0.0.1/$IP:5201" -u "127.0.0.1/$UP:53,127.0.0.1/$IP:5201" \
+      "${peer[@]}" pasta --config-net -q -t "127.0.0.1/$HP:80,127.0.0.1/$IP:5201" -u "127.0.0.1/$UP:53,127.0.0.1/$IP:5201" \
         -- sh -c "$inside" >/dev/null 2>&1 &
       ;;
   esac
@@ -122,7 +155,7 @@ start_mode() {
 stop_mode() {
   # direct mode: its process group (setsid above); nsbind: nsbind alone,
   # which stops the server and everything it started.
-  if [ "$MODE" = direct ]; then kill -TERM -- "-$SERVER_PID" 2>/dev/null || true; fi
+  if [ "$MODE" = direct ] || [ "$MODE" = socat ]; then kill -TERM -- "-$SERVER_PID" 2>/dev/null || true; fi
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   for _ in $(seq 500); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.01; done
   kill -KILL "$SERVER_PID" 2>/dev/null || true
@@ -157,7 +190,7 @@ if [ "$native" = 1 ]; then
     if [ "$1" = direct ]; then
       setsid "$bs" serve -shape "$2" -http "$HP" -sink "$SP" -iperf3 "$IP" >/dev/null 2>&1 &
     else
-      "$nsbind" run -q -p "80:$HP" -p "9:$SP" -p "5201:$IP" -- \
+      "${nsrun[@]}" -p "80:$HP" -p "9:$SP" -p "5201:$IP" -- \
         "$bs" serve -shape "$2" -http 80 -sink 9 -iperf3 5201 >/dev/null 2>&1 &
     fi
     SERVER_PID=$!
@@ -341,7 +374,7 @@ for round in $(seq "$rounds"); do
     read -r rps p99 < <(wrk_run -H 'Connection: close'); add nc_rps "$m" "$rps"; add nc_p99 "$m" "$p99"
     add udp_rt "$m" "$("$bs" udpping -addr "127.0.0.1:$UP" -d "${dur}s" -c 4 2>/dev/null)"
     add udp_gbps "$m" "$(iperf_gbps -u -b 0 -l 1400)"
-    if [ "$m" != direct ]; then
+    if [ "$m" != direct ] && [ "$m" != socat ]; then
       t1=$(cpu_ticks $fp); w1=$(date +%s%N)
       add cpu "$m" "$(python3 -c "print('%.0f' % (100*($t1-$t0)/$(getconf CLK_TCK)/(($w1-$w0)/1e9)))")"
       add rss "$m" "$(rss_kib $fp)"
@@ -355,7 +388,8 @@ done
 idle=$(( $(ulimit -Hn) > 20500 ? 10000 : ($(ulimit -Hn) - 500) / 2 ))
 say "memory at $idle idle connections"
 for m in "${modes[@]}"; do
-  [ "$m" = direct ] && continue
+  # socat forks a process per connection: not a measure of a relay's memory.
+  [ "$m" = direct ] || [ "$m" = socat ] && continue
   start_mode "$m"
   fp=$(forwarder_pids); before=$(rss_kib $fp)
   coproc HOLD { "$bs" hold -addr "127.0.0.1:$HP" -n "$idle"; }
@@ -374,11 +408,12 @@ for m in "${modes[@]}"; do
   HP=$(free_port) UP=$(free_port) IP=$(free_port)
   case "$m" in
     direct) cmd=("$bs" serve -http "127.0.0.1:$HP") ;;
-    relay) cmd=("$nsbind" run -q --relay -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
-    native) cmd=("$nsbind" run -q -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
-    veth) cmd=("$nsbind" run -q --net veth -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    relay) cmd=("${nsrun[@]}" --relay -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    native) cmd=("${nsrun[@]}" -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
+    veth) cmd=("${nsrun[@]}" --net veth -p "80:127.0.0.1:$HP" -- "$bs" serve -http :80) ;;
     rootlesskit) cmd=(rootlesskit --net=slirp4netns --port-driver=builtin -p "127.0.0.1:$HP:80/tcp" "$bs" serve -http :80) ;;
-    pasta) cmd=(pasta --config-net -q -t "127.0.0.1/$HP:80" -- "$bs" serve -http :80) ;;
+    pasta) cmd=("${peer[@]}" pasta --config-net -q -t "127.0.0.1/$HP:80" -- "$bs" serve -http :80) ;;
+    socat) continue ;;
   esac
   add start_ms "$m" "$("$bs" startup -n 5 -url "http://127.0.0.1:$HP/" -- "${cmd[@]}" || echo failed)"
 done
@@ -386,8 +421,9 @@ done
 # The table: medians, and ratios to direct.
 {
   echo "META kernel $(uname -r), $(nproc) cores; $(go version | cut -d' ' -f3); $("$nsbind" version); iperf3 $(iperf3 --version | head -1 | cut -d' ' -f2); $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)"
-  command -v rootlesskit >/dev/null && echo "META $(rootlesskit --version 2>&1 | head -1)"
-  command -v pasta >/dev/null && echo "META pasta $(pasta --version 2>&1 | head -1 | awk '{print $NF}')"
+  case " ${modes[*]} " in *" rootlesskit "*) echo "META $(rootlesskit --version 2>&1 | head -1)" ;; esac
+  case " ${modes[*]} " in *" pasta "*) echo "META $(pasta --version 2>&1 | grep -v syslog | head -1)" ;; esac
+  case " ${modes[*]} " in *" socat "*) echo "META $(socat -V 2>/dev/null | grep -m1 'socat version')" ;; esac
   echo "META $rounds rounds of ${dur}s, medians; idle connections: $idle (descriptor limit $(ulimit -Hn))"
   echo "MODES ${modes[*]}"
   for k in "${!R[@]}"; do echo "DATA $k ${R[$k]}"; done
@@ -428,4 +464,6 @@ for key, name, higher in rows:
 print()
 for m in meta: print("- " + m)
 print("- ratios are to direct; for p99 and start-up a ratio above 1 is worse")
+if "socat" in modes:
+    print("- socat: a plain forwarding process on the host, no namespace (one socat per port; TCP forks per connection, UDP a child per peer)")
 '
