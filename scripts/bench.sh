@@ -13,6 +13,8 @@
 #                                    one per port, fork per peer) on the host:
 #                                    what any relay costs on this machine
 #
+# As root the servers run as BENCH_USER (default nsbind-test).
+#
 # Every mode serves the same server (scripts/benchserver: HTTP "hello" + UDP
 # echo, and iperf3) on loopback; the modes are interleaved round by round and
 # the table shows medians with each figure's ratio to direct. Only loopback
