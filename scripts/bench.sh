@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --native) native=1; shift ;;
     --pgbench) native=1 shapes=0; shift ;;
     --floor) floor=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
