@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -437,13 +438,28 @@ func alive(pid int) bool {
 // freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
 func freePort(t *testing.T) uint16 {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the kernel's ephemeral range (32768 and up here; freeRange
+	// takes 20000-31999): a port the kernel picked for us is one it may
+	// give any client socket's connect(2) before nsbind binds it. A port
+	// is handed out once per test process.
+	for range freePortSpan {
+		p := 10000 + (os.Getpid()+int(freePortNext.Add(1)))%freePortSpan
+		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return uint16(p)
 	}
-	defer ln.Close()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
+	t.Fatal("no free port in 10000-19999 on 127.0.0.1")
+	return 0
 }
+
+// freePortSpan is the span of freePort's ports, from 10000; freePortNext
+// is the last one it gave.
+const freePortSpan = 10000
+
+var freePortNext atomic.Int64
 
 // needProgram skips (or, under scripts/test.sh, fails) when a program the
 // test drives is not installed.
