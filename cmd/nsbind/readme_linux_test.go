@@ -135,6 +135,7 @@ var otherToolsFlags = map[string]string{
 	"--quick":         "scripts/bench.sh",
 	"--native":        "scripts/bench.sh",
 	"--pgbench":       "scripts/bench.sh",
+	"--floor":         "scripts/bench.sh",
 }
 
 // linkTargetRE is the target of a markdown link, whose "#--direct-..."
