@@ -10,8 +10,8 @@
 // role of a process nsbind started itself (main.go: the helper and the
 // exec step of internal/helper, the probe of internal/doctor), doctor's
 // command and output format (doctor_linux.go; the checks are
-// internal/doctor's), the hints that turn a known error into a remedy
-// (hints.go, suggest.go), and the flags and arguments of the instance
+// internal/doctor's; the hints that turn a known error into a remedy are
+// internal/hints's), and the flags and arguments of the instance
 // commands ps, port, exec, stats and stop (instances_linux.go; their client
 // side is internal/instancecli). The run itself is internal/parent's.
 //

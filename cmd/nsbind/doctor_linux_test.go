@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsbind/nsbind/internal/doctor"
+	"github.com/nsbind/nsbind/internal/hints"
 	"github.com/nsbind/nsbind/nsutil"
 )
 
@@ -272,7 +273,7 @@ func installNoUsernsFilter() error {
 // pointer to doctor.
 func TestDescribeNamespaceError(t *testing.T) {
 	err := fmt.Errorf("setting up: %w", &nsutil.NamespaceError{Step: nsutil.StepLoopback, Err: syscall.EPERM})
-	got := describe(err)
+	got := hints.Describe(err)
 	if !strings.HasPrefix(got, "bringing lo up (operation not permitted): ") || !strings.HasSuffix(got, "run 'nsbind doctor' to check everything nsbind needs") ||
 		strings.Contains(got, "\n") {
 		t.Fatalf("describe = %q", got)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nsbind/nsbind/internal/helptext"
+	"github.com/nsbind/nsbind/internal/hints"
 	"github.com/nsbind/nsbind/internal/instance"
 	"github.com/nsbind/nsbind/internal/instancecli"
 )
@@ -20,9 +21,9 @@ import (
 // prints the answer.
 
 // instanceOutput is where the instance commands write, and how they word
-// an error (hints.go).
+// an error (internal/hints).
 func instanceOutput(stdout, stderr io.Writer) instancecli.Output {
-	return instancecli.Output{Stdout: stdout, Stderr: stderr, Describe: describe}
+	return instancecli.Output{Stdout: stdout, Stderr: stderr, Describe: hints.Describe}
 }
 
 // instanceFlags is the flag set of one instance command, with --help.

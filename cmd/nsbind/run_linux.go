@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nsbind/nsbind/forward"
+	"github.com/nsbind/nsbind/internal/hints"
 	"github.com/nsbind/nsbind/internal/instance"
 	"github.com/nsbind/nsbind/internal/logline"
 	"github.com/nsbind/nsbind/internal/parent"
@@ -213,7 +214,7 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		CPUProfile:       os.Getenv(profileEnv),
 		Logger:           logline.New(errOut, level),
 		Stderr:           errOut,
-		Describe:         func(err error) string { return describeRun(err, o.publish) },
+		Describe:         func(err error) string { return hints.DescribeRun(err, o.publish) },
 	})
 }
 

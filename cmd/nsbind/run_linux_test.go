@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsbind/nsbind/internal/hints"
 )
 
 // curl fetches url and returns the body.
@@ -249,7 +251,7 @@ func TestPrivilegedHostPort(t *testing.T) {
 	if os.Getuid() == 0 {
 		t.Skip("root may bind privileged host ports")
 	}
-	if hostUnprivilegedPortStart() <= 80 {
+	if hints.HostUnprivilegedPortStart() <= 80 {
 		t.Skip("this host lets everyone bind port 80")
 	}
 	marker := filepath.Join(t.TempDir(), "started")
@@ -274,7 +276,7 @@ func TestPrivilegedHostPortDockerOrder(t *testing.T) {
 	if os.Getuid() == 0 {
 		t.Skip("root may bind privileged host ports")
 	}
-	if hostUnprivilegedPortStart() <= 443 {
+	if hints.HostUnprivilegedPortStart() <= 443 {
 		t.Skip("this host lets everyone bind port 443")
 	}
 	code, _, stderr := runNsbind(t, "run", "-p", "8443:443", "-p", "8080:80", "--", "true")

@@ -1,4 +1,7 @@
-package main
+// Package hints turns the errors of a run into the one line nsbind prints:
+// what went wrong and what to type instead (docker's -p order, a privileged
+// host port, a busy one).
+package hints
 
 import (
 	"errors"
@@ -13,13 +16,13 @@ import (
 	"github.com/nsbind/nsbind/internal/doctor"
 )
 
-// describe turns an error into the one line nsbind prints: what went wrong
+// Describe turns an error into the one line nsbind prints: what went wrong
 // and, for the errors it knows, what to do about it.
-func describe(err error) string { return describeRun(err, nil) }
+func Describe(err error) string { return DescribeRun(err, nil) }
 
-// describeRun is describe for a run with the -p arguments publish: a
+// DescribeRun is Describe for a run with the -p arguments publish: a
 // privileged host port gets a fix for every spec of the run at once.
-func describeRun(err error, publish []string) string {
+func DescribeRun(err error, publish []string) string {
 	if s, ok := doctor.Describe(err); ok {
 		return s
 	}
@@ -53,8 +56,8 @@ func describeBind(be *forward.BindError, specs []forward.Spec) string {
 	case errors.Is(be.Err, syscall.EADDRINUSE):
 		return fmt.Sprintf("%s is already in use (-p %s): stop what listens there (see: ss -lnp 'sport = :%d') or choose another host port, e.g. -p %d:%d, or -p %d:0 to let the kernel pick one",
 			where, b.Spec, port, b.Inside, nextPort(port), b.Inside)
-	case errors.Is(be.Err, syscall.EACCES) && int(port) < hostUnprivilegedPortStart():
-		return describePrivileged(be, specs, hostUnprivilegedPortStart())
+	case errors.Is(be.Err, syscall.EACCES) && int(port) < HostUnprivilegedPortStart():
+		return describePrivileged(be, specs, HostUnprivilegedPortStart())
 	case errors.Is(be.Err, syscall.EADDRNOTAVAIL):
 		return fmt.Sprintf("%s is not an address of this host (-p %s): use one of its addresses (ip -brief addr), 0.0.0.0 or [::] for every address, or leave the address out for loopback",
 			b.Host.Addr(), b.Spec)
@@ -70,9 +73,9 @@ func nextPort(p uint16) uint16 {
 	return p + 1
 }
 
-// hostUnprivilegedPortStart reads the host's lowest port an unprivileged
+// HostUnprivilegedPortStart reads the host's lowest port an unprivileged
 // user may bind (1024 when it cannot be read).
-func hostUnprivilegedPortStart() int {
+func HostUnprivilegedPortStart() int {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 	if err != nil {
 		return 1024

@@ -1,4 +1,4 @@
-package main
+package hints
 
 // Hints that recognise what the user meant. Most people come to -p from
 // docker, whose order is the other way round (docker: HOSTPORT:PORT, nsbind:

@@ -57,6 +57,6 @@ type Options struct {
 	Logger *slog.Logger
 	Stderr io.Writer
 	// Describe turns an error into the one line nsbind prints, with the
-	// remedy for the errors it knows (cmd/nsbind, hints.go).
+	// remedy for the errors it knows (internal/hints).
 	Describe func(error) string
 }
