@@ -172,6 +172,7 @@ func newTestNetns(t *testing.T, prefix, host4, remote4, host6, remote6 string, f
 			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	removeStaleTestNetns(ip, prefix)
 	run("netns", "add", name)
 	t.Cleanup(func() {
 		exec.Command(ip, "netns", "del", name).Run()
@@ -196,4 +197,30 @@ func newTestNetns(t *testing.T, prefix, host4, remote4, host6, remote6 string, f
 	run("-n", name, "route", "add", "default", "via", host4)
 	run("-n", name, "-6", "route", "add", "default", "via", host6)
 	return name, hostSide
+}
+
+// removeStaleTestNetns deletes the namespaces of prefix, and their veths,
+// that a test process killed before its cleanup left behind: their
+// addresses on the host would take the routes of this run's.
+func removeStaleTestNetns(ip, prefix string) {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	live := make(map[int]bool)
+	if procs, err := os.ReadDir("/proc"); err == nil {
+		for _, p := range procs {
+			if pid, err := strconv.Atoi(p.Name()); err == nil {
+				live[pid%100000] = true
+			}
+		}
+	}
+	for _, e := range entries {
+		n, err := strconv.Atoi(strings.TrimPrefix(e.Name(), prefix))
+		if !strings.HasPrefix(e.Name(), prefix) || err != nil || live[n] {
+			continue
+		}
+		exec.Command(ip, "netns", "del", e.Name()).Run()
+		exec.Command(ip, "link", "del", e.Name()+"h").Run()
+	}
 }
