@@ -78,7 +78,8 @@ Flags end at COMMAND: 'nsbind run -p 80:8080 ./server -v' passes -v to the
 server; -- ends them too.
 
 -p 80:8080 publishes the server's port 80 (inside) on host port 8080
-(127.0.0.1 and [::1]). Forms of -p NSPORT[:[HOSTIP:]HOSTPORT][/PROTO]:
+(127.0.0.1 and [::1]). The forms of
+-p NSPORT[-END][:[HOSTIP:]HOSTPORT[-END]][/PROTO]:
 
   80                     inside 80 <- host port 80 (needs a host that allows it)
   80:8080                inside 80 <- host 127.0.0.1:8080 and [::1]:8080

@@ -62,7 +62,7 @@ func TestRunHelpFlags(t *testing.T) {
 			t.Errorf("nsbind run --help shows %q:\n%s", noise, out)
 		}
 	}
-	for _, want := range []string{"\n  -p, --publish string ", "\n      --direct ", "\n      --ports-file FILE ", "\n  -h, --help "} {
+	for _, want := range []string{"\n  -p, --publish SPEC ", "\n      --direct ", "\n      --ports-file FILE ", "\n  -h, --help "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nsbind run --help has no %q:\n%s", want, out)
 		}

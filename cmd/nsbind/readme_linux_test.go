@@ -136,6 +136,7 @@ var otherToolsFlags = map[string]string{
 	"--native":        "scripts/bench.sh",
 	"--pgbench":       "scripts/bench.sh",
 	"--floor":         "scripts/bench.sh",
+	"--bind":          "python3 -m http.server",
 }
 
 // linkTargetRE is the target of a markdown link, whose "#--direct-..."

@@ -70,11 +70,11 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 func runFlags(o *runOptions) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nsbind run", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
-	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port: NSPORT[:[HOSTIP:]HOSTPORT][/PROTO] (repeatable)")
+	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port of the server on the host, `SPEC` = NSPORT[-END][:[HOSTIP:]HOSTPORT[-END]][/PROTO] (repeatable)")
 	// Who the server is: --root and --user (internal/parent, helper_linux.go).
 	fs.BoolVar(&o.root, "root", false, "start the server as root (uid 0) inside, with the namespace's capabilities, for servers that start as root and drop to a worker user: uid 0 is you on the host (never host root), ids 1 and up your ranges of /etc/subuid and /etc/subgid (newuidmap)")
 	fs.StringVar(&o.user, "user", "", "when nsbind runs as root: the unprivileged `NAME|UID` the server runs as on the host (default: the user sudo was called by, SUDO_UID); the server is never host root")
-	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print none of nsbind's own lines except errors")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "print none of nsbind's own lines except errors (and what --stats asks for)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug shows namespace setup and every connection; info, warn, error")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", 5*time.Second, "how long a connection that arrives before the server listens waits for it")
 	fs.StringVar(&o.portsFile, "ports-file", "", "write the published host sockets to `FILE` as JSON before the server starts, and remove it at exit (replaces only a regular file)")
