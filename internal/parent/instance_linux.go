@@ -364,13 +364,13 @@ func (ih *instanceHandler) PortRm(args []string) ([]instance.Socket, error) {
 				continue
 			}
 			if !p.added {
-				return nil, fmt.Errorf("%s → :%d/%s was published by nsbind run -p %s: only ports added with nsbind port add can be removed: %w",
-					p.sc.Host, p.sc.Inside, p.sc.Proto, p.spec, syscall.EPERM)
+				return nil, errnoQuiet(syscall.EPERM, "%s → :%d/%s was published by nsbind run -p %s: only ports added with nsbind port add can be removed",
+					p.sc.Host, p.sc.Inside, p.sc.Proto, p.spec)
 			}
 			remove[p.index], found = true, true
 		}
 		if !found {
-			return nil, fmt.Errorf("-p %s is not published (nsbind port %s ls lists what is): %w", a, ih.name(), syscall.ENOENT)
+			return nil, errnoQuiet(syscall.ENOENT, "-p %s is not published (nsbind port %s ls lists what is)", a, ih.name())
 		}
 	}
 	indices := make([]int, 0, len(remove))
@@ -602,3 +602,18 @@ func (p *execProcess) Wait() instance.ExitStatus {
 		}
 	}
 }
+
+// quietErrno is a message that carries an errno for whoever classifies the
+// error (the instance protocol passes it on) without the errno's own text:
+// the message says it all already.
+type quietErrno struct {
+	msg   string
+	errno syscall.Errno
+}
+
+func errnoQuiet(errno syscall.Errno, format string, args ...any) error {
+	return &quietErrno{msg: fmt.Sprintf(format, args...), errno: errno}
+}
+
+func (e *quietErrno) Error() string { return e.msg }
+func (e *quietErrno) Unwrap() error { return e.errno }
