@@ -54,8 +54,14 @@ func describeBind(be *forward.BindError, specs []forward.Spec) string {
 	where := fmt.Sprintf("host port %d/%s on %s", port, b.Proto, b.Host.Addr())
 	switch {
 	case errors.Is(be.Err, syscall.EADDRINUSE):
-		return fmt.Sprintf("%s is already in use (-p %s): stop what listens there (see: ss -lnp 'sport = :%d') or choose another host port, e.g. -p %d:%d, or -p %d:0 to let the kernel pick one",
-			where, b.Spec, port, b.Inside, nextPort(port), b.Inside)
+		// ss -a: a port may be held by a connection (a client's, in
+		// TIME_WAIT) as well as by a listener.
+		used := fmt.Sprintf("%s is already in use (-p %s): stop what uses it (see: ss -anp 'sport = :%d') or choose another host port",
+			where, b.Spec, port)
+		if alt, ok := rangeAfter(b.Spec); ok {
+			return fmt.Sprintf("%s, e.g. -p %s", used, specArg(alt))
+		}
+		return fmt.Sprintf("%s, e.g. -p %d:%d, or -p %d:0 to let the kernel pick one", used, b.Inside, nextPort(port), b.Inside)
 	case errors.Is(be.Err, syscall.EACCES) && int(port) < HostUnprivilegedPortStart():
 		return describePrivileged(be, specs, HostUnprivilegedPortStart())
 	case errors.Is(be.Err, syscall.EADDRNOTAVAIL):
@@ -63,6 +69,18 @@ func describeBind(be *forward.BindError, specs []forward.Spec) string {
 			b.Host.Addr(), b.Spec)
 	}
 	return be.Error()
+}
+
+// rangeAfter is spec with its host range moved to just past itself, for a
+// range spec (one port of a range is taken: the next port would be in the
+// range too).
+func rangeAfter(spec forward.Spec) (forward.Spec, bool) {
+	n := spec.Host.Len()
+	if n < 2 || spec.Host.Start == 0 || int(spec.Host.End)+n > math.MaxUint16 {
+		return forward.Spec{}, false
+	}
+	spec.Host = forward.PortRange{Start: spec.Host.End + 1, End: spec.Host.End + uint16(n)}
+	return spec, true
 }
 
 // nextPort suggests another host port near p.

@@ -246,3 +246,26 @@ func FuzzDockerSpelling(f *testing.F) {
 		}
 	})
 }
+
+// A busy host port: the line points at whatever holds the port (ss -a: a
+// connection in TIME_WAIT holds it too), and for a range spec suggests a
+// range past it, not the next port, which is in the range.
+func TestDescribeBusyHostPort(t *testing.T) {
+	for _, tc := range []struct{ spec, want string }{
+		{"80:41522", "host port 41522/tcp on 127.0.0.1 is already in use (-p 80:41522/tcp): " +
+			"stop what uses it (see: ss -anp 'sport = :41522') or choose another host port, " +
+			"e.g. -p 80:41523, or -p 80:0 to let the kernel pick one"},
+		{"8000-8002:41522-41524", "host port 41522/tcp on 127.0.0.1 is already in use (-p 8000-8002:41522-41524/tcp): " +
+			"stop what uses it (see: ss -anp 'sport = :41522') or choose another host port, " +
+			"e.g. -p 8000-8002:41525-41527"},
+	} {
+		bindings, err := forward.Expand([]forward.Spec{mustSpec(t, tc.spec)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := Describe(&forward.BindError{Binding: bindings[0], Err: syscall.EADDRINUSE})
+		if got != tc.want {
+			t.Errorf("%s:\ngot  %s\nwant %s", tc.spec, got, tc.want)
+		}
+	}
+}
