@@ -249,7 +249,7 @@ func checkRunInputs(o *runOptions) error {
 			return fmt.Errorf("--resolv-conf %s is a directory: give a file, which programs inside then see as /etc/resolv.conf", o.resolvConf)
 		}
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("--resolv-conf %s is not a regular file (%v): programs inside see it as /etc/resolv.conf, so give a file, e.g. write what it would give to one first: cat %s > resolv.conf", o.resolvConf, fi.Mode().Type(), o.resolvConf)
+			return fmt.Errorf("--resolv-conf %s is %s, not a regular file: programs inside see it as /etc/resolv.conf, so give a file, e.g. write what it would give to one first: cat %s > resolv.conf", o.resolvConf, parent.KindOf(fi.Mode()), o.resolvConf)
 		}
 	}
 	return nil

@@ -25,7 +25,7 @@ type PortEntry struct {
 // removes the file again, if it is still the one written.
 func writePortsFile(path string, socks []nsutil.SocketConfig) (remove func(), err error) {
 	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("--ports-file %s is %s, not a regular file: nsbind replaces only a file (or creates one); give the path of a file of its own", path, kindOf(fi.Mode()))
+		return nil, fmt.Errorf("--ports-file %s is %s, not a regular file: nsbind replaces only a file (or creates one); give the path of a file of its own", path, KindOf(fi.Mode()))
 	}
 	entries := make([]PortEntry, 0, len(socks))
 	for _, s := range nsutil.Announced(socks) {
@@ -70,8 +70,8 @@ func writePortsFile(path string, socks []nsutil.SocketConfig) (remove func(), er
 	}, nil
 }
 
-// kindOf names the kind of file of mode, for a message.
-func kindOf(m fs.FileMode) string {
+// KindOf names the kind of file of mode, for a message.
+func KindOf(m fs.FileMode) string {
 	switch {
 	case m&fs.ModeSymlink != 0:
 		return "a symbolic link"
@@ -84,5 +84,5 @@ func kindOf(m fs.FileMode) string {
 	case m&fs.ModeSocket != 0:
 		return "a socket"
 	}
-	return "not a regular file"
+	return "a special file"
 }
