@@ -102,7 +102,7 @@ func portCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	rest := fs.Args()
 	if len(rest) < 2 {
-		fmt.Fprintf(stderr, "nsbind: port needs an instance and add, rm or ls\n%s", portUsage)
+		fmt.Fprintf(stderr, "nsbind: port needs an instance and add, rm or ls\n%s", withoutFlags(portUsage))
 		return exitFailed
 	}
 	name, action, specs := rest[0], rest[1], rest[2:]
@@ -129,7 +129,8 @@ const statsUsage = `Usage: nsbind stats NAME [--watch]
 Prints the counters of --stats of the running instance NAME, now: per
 published host socket, connections (UDP: flows) opened, open now and failed,
 and bytes in and out. A host socket the server accepts on itself (native)
-counts nothing: nsbind does not see its connections.
+counts only what nsbind relays for it (nsbind exec NAME curl localhost:80):
+nsbind does not see the connections the server accepts.
 
 Flags:
 `
@@ -143,7 +144,7 @@ func statsCommand(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "nsbind: stats needs one instance name\n%s", statsUsage)
+		fmt.Fprintf(stderr, "nsbind: stats needs one instance name\n%s", withoutFlags(statsUsage))
 		return exitFailed
 	}
 	if *interval <= 0 {
@@ -168,7 +169,7 @@ func stopCommand(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "nsbind: stop needs one instance name\n%s", stopUsage)
+		fmt.Fprintf(stderr, "nsbind: stop needs one instance name\n%s", withoutFlags(stopUsage))
 		return exitFailed
 	}
 	return instancecli.Stop(instanceOutput(stdout, stderr), fs.Arg(0), *timeout)
@@ -216,4 +217,10 @@ func execCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	req := instance.ExecRequest{Args: rest[1:], Env: *env, Dir: *dir, TTY: *tty}
 	return instancecli.Exec(instanceOutput(stdout, stderr), rest[0], req)
+}
+
+// withoutFlags is a command's usage for an error: without its "Flags:"
+// heading, which only the help fills in.
+func withoutFlags(usage string) string {
+	return strings.TrimSuffix(usage, "Flags:\n") + "nsbind " + strings.Fields(usage)[2] + " --help lists the flags.\n"
 }
