@@ -12,8 +12,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsbind/nsbind/internal/instance"
 )
 
 // Socket activation, both ways: nsbind started by systemd's activator with
@@ -454,6 +457,9 @@ func TestSocketActivationFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--socket-activation", "--", "true"},
 		{"--socket-activation", "--direct", "-p", "80:0", "--", "true"},
+		{"--socket-activation", "--direct-udp", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--relay", "--direct-udp", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--source-address=loopback", "-p", "80:0", "--", "true"},
 		{"--socket-activation", "--proxy-protocol", "v2", "-p", "80:0", "--", "true"},
 		{"--socket-activation", "--net=veth", "-p", "80:0", "--", "true"},
 	} {
@@ -544,7 +550,8 @@ func TestSocketActivationSocketsListen(t *testing.T) {
 	if err := os.WriteFile(script, []byte(activationServer), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := startNsbind(t, "--socket-activation", "-p", "80:0", "-p", "53:0/udp", "--", python, script)
+	name := instanceName("activated")
+	r := startNsbind(t, "--socket-activation", "--stats", "--name", name, "-p", "80:0", "-p", "53:0/udp", "--", python, script)
 	r.waitOutput("reported\n")
 	out := r.stdout.String()
 
@@ -619,6 +626,26 @@ func TestSocketActivationSocketsListen(t *testing.T) {
 		if err := udpEchoes(ap); err != nil {
 			t.Errorf("%s/udp: %v", ap, err)
 		}
+	}
+
+	// What nsbind says of the run: the server holds every socket
+	// (nsbind ps, port ls), and --stats counts the two connections it
+	// accepted itself, on the first line of their port.
+	ii, ok := findInstance(psList(t, nil, ""), name)
+	if !ok || len(ii.Sockets) != len(r.ports) {
+		t.Fatalf("nsbind ps: %+v (found %v), want the %d published sockets", ii, ok, len(r.ports))
+	}
+	for _, s := range ii.Sockets {
+		if s.Path != instance.PathNative {
+			t.Errorf("nsbind ps: %s → :%d/%s is %s, want %s: the server holds it", s.Host, s.Inside, s.Proto, s.Path, instance.PathNative)
+		}
+	}
+	if code := r.stop(10 * time.Second); code != 128+int(syscall.SIGTERM) && code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+	first := fmt.Sprintf("nsbind: 127.0.0.1:%d → :80/tcp: 2 connections, 0 failed, 0 bytes in, 0 bytes out (2 accepted by the server itself, their bytes not counted)\n", tcpPort)
+	if !strings.Contains(r.stderr.String(), first) {
+		t.Errorf("--stats: no line %q in:\n%s", first, r.stderr.String())
 	}
 }
 
