@@ -460,6 +460,8 @@ func TestSocketActivationFlags(t *testing.T) {
 		{"--socket-activation", "--direct-udp", "-p", "53:0/udp", "--", "true"},
 		{"--socket-activation", "--relay", "--direct-udp", "-p", "53:0/udp", "--", "true"},
 		{"--socket-activation", "--source-address=loopback", "-p", "80:0", "--", "true"},
+		{"--socket-activation", "--isolated", "-p", "80:0", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--relay", "--isolated", "-p", "53:0/udp", "--", "true"},
 		{"--socket-activation", "--proxy-protocol", "v2", "-p", "80:0", "--", "true"},
 		{"--socket-activation", "--net=veth", "-p", "80:0", "--", "true"},
 	} {

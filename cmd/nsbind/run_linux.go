@@ -157,6 +157,12 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		case o.net == netVeth:
 			fmt.Fprintf(stderr, "nsbind: --socket-activation and --net=veth are two different data paths: choose one\n")
 			return exitFailed
+		case o.isolated && publishesUDP(o.publish):
+			// As --direct-udp with --isolated: a UDP host socket can
+			// sendto any address the host reaches (a TCP listener
+			// cannot connect).
+			fmt.Fprintf(stderr, "nsbind: --socket-activation with a UDP port and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --isolated, or --socket-activation (UDP is then relayed)\n")
+			return exitFailed
 		}
 	}
 	if o.directUDP && !direct {
@@ -222,6 +228,18 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		Stderr:           errOut,
 		Describe:         func(err error) string { return hints.DescribeRun(err, o.publish) },
 	})
+}
+
+// publishesUDP reports whether any of the -p specs publishes UDP. A spec
+// that does not parse is not UDP here: the run fails on it later, with
+// its own message.
+func publishesUDP(publish []string) bool {
+	for _, p := range publish {
+		if s, err := forward.ParseSpec(p); err == nil && s.Proto == forward.UDP {
+			return true
+		}
+	}
+	return false
 }
 
 // minUDPTimeout is the shortest --udp-timeout: a flow that ends sooner
