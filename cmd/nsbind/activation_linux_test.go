@@ -678,3 +678,35 @@ func udpEchoes(ap netip.AddrPort) error {
 	}
 	return errors.New("no echo within 5s")
 }
+
+// Acceptance: a socket nsbind inherited (LISTEN_FDS) goes on to the server
+// with --socket-activation, on every data path: the very socket, at 3,
+// listening, named by its -p, with no socket of nsbind's own beside it
+// and no bind filter.
+func TestInheritedSocketActivation(t *testing.T) {
+	python := systemProgram(t, "python3")
+	script := filepath.Join(serverTempDir(t), "server.py")
+	if err := os.WriteFile(script, []byte(activationServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, port := listenerFile(t)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	r := startNsbindIn(t, serverTempDir(t), withListenFDs([]*os.File{f}, "web", ""),
+		"--socket-activation", "-p", fmt.Sprintf("80:%d", port), "--", python, script)
+	f.Close()
+	r.waitOutput("reported\n")
+	out := r.stdout.String()
+	want := fmt.Sprintf("LISTEN_FDS=1 LISTEN_FDNAMES=80/tcp seccomp=0 fds=0,1,2,3\nfd=3 stream acceptconn=1 local=127.0.0.1 ino=%d\n", st.Ino)
+	if !strings.Contains(out, want) {
+		t.Errorf("the server reports\n%s\nwant\n%s", out, want)
+	}
+	if got := curl(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); got != "served on a handed-over socket\n" {
+		t.Errorf("got %q", got)
+	}
+	if ap := netip.AddrPortFrom(netip.IPv6Loopback(), port); !refused(ap) {
+		t.Errorf("%s is served: nsbind bound a socket of its own beside the inherited one", ap)
+	}
+}
