@@ -12,8 +12,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nsbind/nsbind/internal/instance"
 )
 
 // Socket activation, both ways: nsbind started by systemd's activator with
@@ -357,12 +360,9 @@ func TestInheritedSocketUnclaimed(t *testing.T) {
 
 // Acceptance: --socket-activation hands lighttpd the host sockets at 3..:
 // it serves on the host ports itself, and besides 0-2 the sockets are all
-// it got from nsbind. A shell in front of lighttpd lists its descriptors
+// it got from nsbind, on the native path (the default) as with the relay. A shell in front of lighttpd lists its descriptors
 // and variables before it execs lighttpd in the same process.
 func TestSocketActivationLighttpd(t *testing.T) {
-	if directMode() {
-		t.Skip("--socket-activation is a data path of its own, without --direct")
-	}
 	lighttpd := needProgram(t, "lighttpd")
 	dir := t.TempDir()
 	www := filepath.Join(dir, "www")
@@ -439,6 +439,9 @@ index-file.names = ("index.html")
 	if got := statusField(t, server, "CapEff"); got != "0000000000000000" {
 		t.Errorf("server CapEff %s, want none", got)
 	}
+	if got := statusField(t, server, "Seccomp"); got != "0" {
+		t.Errorf("lighttpd's Seccomp %s, want 0: no bind filter with --socket-activation", got)
+	}
 }
 
 // isHostSocket reports whether the descriptor link (readlink of
@@ -454,6 +457,11 @@ func TestSocketActivationFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--socket-activation", "--", "true"},
 		{"--socket-activation", "--direct", "-p", "80:0", "--", "true"},
+		{"--socket-activation", "--direct-udp", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--relay", "--direct-udp", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--source-address=loopback", "-p", "80:0", "--", "true"},
+		{"--socket-activation", "--isolated", "-p", "80:0", "-p", "53:0/udp", "--", "true"},
+		{"--socket-activation", "--relay", "--isolated", "-p", "53:0/udp", "--", "true"},
 		{"--socket-activation", "--proxy-protocol", "v2", "-p", "80:0", "--", "true"},
 		{"--socket-activation", "--net=veth", "-p", "80:0", "--", "true"},
 	} {
@@ -467,9 +475,6 @@ func TestSocketActivationFlags(t *testing.T) {
 // A failed exec after the sockets moved to 3.. still reports why: the
 // report pipe moved out of their way and back.
 func TestSocketActivationExecFails(t *testing.T) {
-	if directMode() {
-		t.Skip("--socket-activation is a data path of its own, without --direct")
-	}
 	script := filepath.Join(serverTempDir(t), "server")
 	if err := os.WriteFile(script, []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -477,5 +482,231 @@ func TestSocketActivationExecFails(t *testing.T) {
 	code, _, stderr := runNsbind(t, "run", "--socket-activation", "-p", "80:0", "--", script)
 	if code != 127 || !strings.Contains(stderr, "interpreter may be missing") {
 		t.Fatalf("exit %d, stderr %q; want 127 and why", code, stderr)
+	}
+}
+
+// activationServer is a python3 server of socket activation: before it
+// opens anything it reports what it got (LISTEN_*, its open descriptors,
+// each socket's type, SO_ACCEPTCONN, local address and inode, its Seccomp
+// mode), then serves HTTP on every stream socket and echoes datagrams on
+// every datagram socket, each on a thread of its own.
+const activationServer = `import os, socket, sys, threading, http.server
+fds = []
+for fd in range(64):
+    try:
+        os.fstat(fd)
+        fds.append(fd)
+    except OSError:
+        pass
+seccomp = [l.split(":", 1)[1].strip() for l in open("/proc/self/status") if l.startswith("Seccomp:")][0]
+print("pid=%d LISTEN_PID=%s LISTEN_FDS=%s LISTEN_FDNAMES=%s seccomp=%s fds=%s" % (os.getpid(), os.environ.get("LISTEN_PID"),
+    os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_FDNAMES"), seccomp, ",".join(map(str, fds))))
+socks = []
+for fd in range(3, 3 + int(os.environ.get("LISTEN_FDS", "0"))):
+    s = socket.socket(fileno=fd)
+    kind = "stream" if s.type == socket.SOCK_STREAM else "dgram"
+    print("fd=%d %s acceptconn=%d local=%s ino=%d" % (fd, kind, s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN),
+        s.getsockname()[0], os.fstat(fd).st_ino))
+    socks.append((kind, s))
+print("reported", flush=True)
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"served on a handed-over socket\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+
+def serve_http(s):
+    srv = http.server.ThreadingHTTPServer(s.getsockname()[:2], Handler, bind_and_activate=False)
+    srv.socket.close()
+    srv.socket = s
+    srv.serve_forever()
+
+def echo(s):
+    while True:
+        data, peer = s.recvfrom(2048)
+        s.sendto(data, peer)
+
+threads = [threading.Thread(target=serve_http if kind == "stream" else echo, args=(s,), daemon=True) for kind, s in socks]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+`
+
+// Acceptance, on every data path (the native default and the relay pass):
+// --socket-activation hands the server exactly the published host sockets
+// of -p 80:0 and -p 53:0/udp, the TCP ones listening, at 3.. in the order
+// of the start lines, named by inside port; no catch-all of the native
+// path, no bind filter (Seccomp 0), and the server answers on the host
+// ports of both loopback families itself. On the native path the server
+// used to get the [::] catch-all, a 127.0.0.1 socket that never listened
+// and a bind filter, and lighttpd spun on the socket that did not listen.
+func TestSocketActivationSocketsListen(t *testing.T) {
+	python := systemProgram(t, "python3")
+	script := filepath.Join(serverTempDir(t), "server.py")
+	if err := os.WriteFile(script, []byte(activationServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := instanceName("activated")
+	r := startNsbind(t, "--socket-activation", "--stats", "--name", name, "-p", "80:0", "-p", "53:0/udp", "--", python, script)
+	r.waitOutput("reported\n")
+	out := r.stdout.String()
+
+	// The published sockets, in the order of the ports file (and of the
+	// start lines): the default pair of each spec.
+	type want struct{ kind, local string }
+	var wants []want
+	var names []string
+	for _, p := range r.ports {
+		kind := "stream"
+		if p.Proto == "udp" {
+			kind = "dgram"
+		}
+		wants = append(wants, want{kind, p.HostIP})
+		names = append(names, fmt.Sprintf("%d/%s", p.InsidePort, p.Proto))
+	}
+	if len(wants) != 4 || strings.Join(names, ":") != "80/tcp:80/tcp:53/udp:53/udp" {
+		t.Fatalf("published %+v, want 127.0.0.1 and ::1 for 80/tcp and for 53/udp", r.ports)
+	}
+	m := regexp.MustCompile(`pid=(\d+) LISTEN_PID=(\S*) LISTEN_FDS=(\S*) LISTEN_FDNAMES=(\S*) seccomp=(\S*) fds=(\S*)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no report in %q", out)
+	}
+	if m[1] != m[2] || m[3] != "4" || m[4] != "80/tcp:80/tcp:53/udp:53/udp" {
+		t.Errorf("the server's variables LISTEN_PID=%s (its pid %s) LISTEN_FDS=%s LISTEN_FDNAMES=%s, want its pid, 4 and 80/tcp:80/tcp:53/udp:53/udp",
+			m[2], m[1], m[3], m[4])
+	}
+	if m[5] != "0" {
+		t.Errorf("the server's Seccomp is %s, want 0: no bind filter with --socket-activation", m[5])
+	}
+	if m[6] != "0,1,2,3,4,5,6" {
+		t.Errorf("the server's descriptors %s, want 0-2 and the four sockets", m[6])
+	}
+
+	// Each descriptor is the host socket of its publication: the same
+	// inode as the one bound on the host port, listening if TCP.
+	tcpPort, udpPort := r.ports[0].HostPort, r.ports[2].HostPort
+	host := listeningInodes(t, tcpPort)
+	for ino := range listeningInodes(t, udpPort) {
+		host[ino] = true
+	}
+	fdLines := regexp.MustCompile(`(?m)^fd=(\d+) (\w+) acceptconn=(\d) local=(\S+) ino=(\d+)$`).FindAllStringSubmatch(out, -1)
+	if len(fdLines) != len(wants) {
+		t.Fatalf("the server reports %d sockets, want %d:\n%s", len(fdLines), len(wants), out)
+	}
+	for i, f := range fdLines {
+		w := wants[i]
+		if f[1] != strconv.Itoa(3+i) || f[2] != w.kind || f[4] != w.local {
+			t.Errorf("descriptor %s is %s %s, want %d %s %s", f[1], f[2], f[4], 3+i, w.kind, w.local)
+		}
+		if w.kind == "stream" && f[3] != "1" {
+			t.Errorf("descriptor %s (%s) has SO_ACCEPTCONN %s, want 1: a TCP socket handed over must listen", f[1], f[4], f[3])
+		}
+		if !host[f[5]] {
+			t.Errorf("descriptor %s (%s) is socket %s, not one bound on host port %d or %d/udp (%v)", f[1], f[4], f[5], tcpPort, udpPort, host)
+		}
+	}
+	server := processNamed(t, r.cmd.Process.Pid, "python3")
+	if got := statusField(t, server, "Seccomp"); got != "0" {
+		t.Errorf("server Seccomp %s, want 0", got)
+	}
+
+	// The server answers on the host ports itself, both families.
+	for _, p := range r.ports {
+		ap := netip.AddrPortFrom(netip.MustParseAddr(p.HostIP), p.HostPort)
+		if p.Proto == "tcp" {
+			if got := curl(t, fmt.Sprintf("http://%s/", ap)); got != "served on a handed-over socket\n" {
+				t.Errorf("%s: got %q", ap, got)
+			}
+			continue
+		}
+		if err := udpEchoes(ap); err != nil {
+			t.Errorf("%s/udp: %v", ap, err)
+		}
+	}
+
+	// What nsbind says of the run: the server holds every socket
+	// (nsbind ps, port ls), and --stats counts the two connections it
+	// accepted itself, on the first line of their port.
+	ii, ok := findInstance(psList(t, nil, ""), name)
+	if !ok || len(ii.Sockets) != len(r.ports) {
+		t.Fatalf("nsbind ps: %+v (found %v), want the %d published sockets", ii, ok, len(r.ports))
+	}
+	for _, s := range ii.Sockets {
+		if s.Path != instance.PathNative {
+			t.Errorf("nsbind ps: %s → :%d/%s is %s, want %s: the server holds it", s.Host, s.Inside, s.Proto, s.Path, instance.PathNative)
+		}
+	}
+	if code := r.stop(10 * time.Second); code != 128+int(syscall.SIGTERM) && code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
+	first := fmt.Sprintf("nsbind: 127.0.0.1:%d → :80/tcp: 2 connections, 0 failed, 0 bytes in, 0 bytes out (2 accepted by the server itself, their bytes not counted)\n", tcpPort)
+	if !strings.Contains(r.stderr.String(), first) {
+		t.Errorf("--stats: no line %q in:\n%s", first, r.stderr.String())
+	}
+}
+
+// udpEchoes sends a datagram to ap and waits for it to come back, asking
+// again a few times (a datagram may be lost), for at most 5 seconds.
+func udpEchoes(ap netip.AddrPort) error {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(5 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		msg := fmt.Sprintf("ping %d", i)
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil && string(buf[:n]) == msg {
+			return nil
+		}
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			return err
+		}
+	}
+	return errors.New("no echo within 5s")
+}
+
+// Acceptance: a socket nsbind inherited (LISTEN_FDS) goes on to the server
+// with --socket-activation, on every data path: the very socket, at 3,
+// listening, named by its -p, with no socket of nsbind's own beside it
+// and no bind filter.
+func TestInheritedSocketActivation(t *testing.T) {
+	python := systemProgram(t, "python3")
+	script := filepath.Join(serverTempDir(t), "server.py")
+	if err := os.WriteFile(script, []byte(activationServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, port := listenerFile(t)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	r := startNsbindIn(t, serverTempDir(t), withListenFDs([]*os.File{f}, "web", ""),
+		"--socket-activation", "-p", fmt.Sprintf("80:%d", port), "--", python, script)
+	f.Close()
+	r.waitOutput("reported\n")
+	out := r.stdout.String()
+	want := fmt.Sprintf("LISTEN_FDS=1 LISTEN_FDNAMES=80/tcp seccomp=0 fds=0,1,2,3\nfd=3 stream acceptconn=1 local=127.0.0.1 ino=%d\n", st.Ino)
+	if !strings.Contains(out, want) {
+		t.Errorf("the server reports\n%s\nwant\n%s", out, want)
+	}
+	if got := curl(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); got != "served on a handed-over socket\n" {
+		t.Errorf("got %q", got)
+	}
+	if ap := netip.AddrPortFrom(netip.IPv6Loopback(), port); !refused(ap) {
+		t.Errorf("%s is served: nsbind bound a socket of its own beside the inherited one", ap)
 	}
 }

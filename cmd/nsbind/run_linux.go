@@ -135,17 +135,6 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "nsbind: %s\n", why)
 		return exitFailed
 	}
-	if o.directUDP && !direct {
-		if why == "" {
-			why = "--relay (or --direct=false, --net=veth) turns it off"
-		}
-		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path, but %s\n", why)
-		return exitFailed
-	}
-	if o.directUDP && o.isolated {
-		fmt.Fprintf(stderr, "nsbind: --direct-udp and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --direct-udp (UDP is then relayed)\n")
-		return exitFailed
-	}
 	if o.socketActivation {
 		// The server takes the host sockets itself: nothing relays, so
 		// nothing that changes the relay or another data path applies.
@@ -156,13 +145,36 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 		case o.changed("direct") && o.direct:
 			fmt.Fprintf(stderr, "nsbind: --socket-activation and --direct both hand the server the host sockets, one at descriptors 3.. (LISTEN_FDS), the other at its bind: choose one\n")
 			return exitFailed
+		case o.directUDP:
+			fmt.Fprintf(stderr, "nsbind: --socket-activation hands the server the UDP host sockets too, at descriptors 3.. (LISTEN_FDS): drop --direct-udp\n")
+			return exitFailed
+		case o.changed("source-address") && o.sourceAddress == "loopback":
+			fmt.Fprintf(stderr, "nsbind: --source-address=loopback needs the relay, and with --socket-activation the server accepts the clients itself (it sees their real addresses): drop one of them\n")
+			return exitFailed
 		case proxyVersion != 0:
 			fmt.Fprintf(stderr, "nsbind: --proxy-protocol needs the relay, and with --socket-activation the server accepts the clients itself (it sees their real addresses): drop one of them\n")
 			return exitFailed
 		case o.net == netVeth:
 			fmt.Fprintf(stderr, "nsbind: --socket-activation and --net=veth are two different data paths: choose one\n")
 			return exitFailed
+		case o.isolated && publishesUDP(o.publish):
+			// As --direct-udp with --isolated: a UDP host socket can
+			// sendto any address the host reaches (a TCP listener
+			// cannot connect).
+			fmt.Fprintf(stderr, "nsbind: --socket-activation with a UDP port and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --isolated, or --socket-activation (UDP is then relayed)\n")
+			return exitFailed
 		}
+	}
+	if o.directUDP && !direct {
+		if why == "" {
+			why = "--relay (or --direct=false, --net=veth) turns it off"
+		}
+		fmt.Fprintf(stderr, "nsbind: --direct-udp needs the native path, but %s\n", why)
+		return exitFailed
+	}
+	if o.directUDP && o.isolated {
+		fmt.Fprintf(stderr, "nsbind: --direct-udp and --isolated do not go together: a UDP socket given to the server is a host socket and can send to any address the host reaches; drop --direct-udp (UDP is then relayed)\n")
+		return exitFailed
 	}
 	if err := checkNet(&o); err != nil {
 		fmt.Fprintf(stderr, "nsbind: %v\n", err)
@@ -218,6 +230,18 @@ func runParsed(o runOptions, command []string, stdout, stderr io.Writer) int {
 	})
 }
 
+// publishesUDP reports whether any of the -p specs publishes UDP. A spec
+// that does not parse is not UDP here: the run fails on it later, with
+// its own message.
+func publishesUDP(publish []string) bool {
+	for _, p := range publish {
+		if s, err := forward.ParseSpec(p); err == nil && s.Proto == forward.UDP {
+			return true
+		}
+	}
+	return false
+}
+
 // minUDPTimeout is the shortest --udp-timeout: a flow that ends sooner
 // closes before the server's reply is back (with 1ns the relay answered no
 // datagram at all).
@@ -259,13 +283,23 @@ func checkRunInputs(o *runOptions) error {
 // path is the default; --relay or --direct=false choose the relay, and so
 // do flags only the relay can serve, with why (said once). When the native
 // path was asked for explicitly next to such a flag, direct is true and
-// why says the conflict.
+// why says the conflict. --socket-activation is neither: direct is false,
+// with nothing to say (the server gets the sockets, nothing relays).
 func chooseDataPath(o *runOptions, proxyVersion int) (direct bool, why string) {
 	asked := o.changed("direct") && o.direct
 	if o.relay && asked {
 		return true, "--direct and --relay are the two data paths: choose one"
 	}
 	if o.relay || !o.direct {
+		return false, ""
+	}
+	if o.socketActivation && !asked {
+		// A data path of its own: the server gets exactly the published
+		// host sockets at 3.., each listening. The native path's
+		// catch-alls and family sockets that wait for a bind, and its
+		// bind filter, would be handed over too (a catch-all [::] and
+		// sockets that never listen). An explicit --direct beside it
+		// is refused in runParsed.
 		return false, ""
 	}
 	switch {

@@ -159,7 +159,13 @@ func (h *helper) sendStatsNow(id uint64) {
 	h.inst.mu.Unlock()
 	sort.Slice(ports, func(a, b int) bool { return ports[a].Index < ports[b].Index })
 	var native []int
-	if h.dir != nil {
+	if h.cfg.SocketActivation {
+		// The server holds every socket of the start (added ones are
+		// relayed).
+		for i := range h.cfg.Sockets {
+			native = append(native, i)
+		}
+	} else if h.dir != nil {
 		for i := range h.cfg.Sockets {
 			if h.dir.inUse(i) {
 				native = append(native, i)

@@ -111,7 +111,7 @@ type Info struct {
 
 // Paths a published socket's connections take (Socket.Path).
 const (
-	PathNative = "native" // the server accepts on the host socket itself (--direct)
+	PathNative = "native" // the server accepts on the host socket itself (--direct, --socket-activation)
 	PathRelay  = "relay"  // the helper accepts and relays to the server
 )
 

@@ -430,7 +430,7 @@ func (p publishedSocket) socket(native map[int]bool) instance.Socket {
 // PortList returns every published socket.
 func (ih *instanceHandler) PortList() []instance.Socket {
 	var native map[int]bool
-	if ih.r.cfg.Direct {
+	if ih.r.cfg.Direct || ih.r.cfg.SocketActivation {
 		native, _ = ih.counters(pathTimeout)
 	}
 	return ih.list(native)

@@ -83,7 +83,9 @@ func Run(o Options) int {
 		return r.fail(err)
 	}
 	defer r.inst.close()
-	if r.Stats && r.cfg.Direct {
+	// The server accepts on the host sockets itself on the native path
+	// and with --socket-activation: only the socket table shows those.
+	if r.Stats && (r.cfg.Direct || r.cfg.SocketActivation) {
 		r.stats.primeNative(r.cfg.Sockets)
 	}
 	if r.Veth {
@@ -118,7 +120,7 @@ func Run(o Options) int {
 	defer stopHostRelays()
 	r.relays = newHostRelays(ctx, r.h.Ctrl, r.cfg, r.Logger)
 	r.stats.relays = r.relays
-	if r.Stats && r.cfg.Direct {
+	if r.Stats && (r.cfg.Direct || r.cfg.SocketActivation) {
 		r.stats.countNative(ctx)
 	}
 	return r.watch(sigs)
