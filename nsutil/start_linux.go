@@ -173,6 +173,16 @@ func command(cfg Config, ctrl *os.File, flags uintptr) *exec.Cmd {
 		// descriptors (the --direct director) only with CAP_SYS_PTRACE
 		// when the server's capabilities are not a subset of its own.
 		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_SYS_PTRACE)
+		// The map has other ids, and a server that starts as root
+		// changes to one (nginx's www-data, dnsmasq's nobody): kill(2)
+		// of a process whose real and saved uid are neither of the
+		// helper's needs CAP_KILL in that process's user namespace.
+		// Without it the helper could not pass on a signal (SIGTERM,
+		// nsbind stop), reach a daemon's workers, or kill what is left
+		// at the end when there is no PID namespace to take it. In the
+		// run's namespace only, it reaches the run's processes and no
+		// process on the host; the server, root inside, has it anyway.
+		attr.AmbientCaps = append(attr.AmbientCaps, unix.CAP_KILL)
 	}
 	return &exec.Cmd{
 		Path:        cfg.Path,

@@ -475,3 +475,26 @@ func TestInstanceCommandArgs(t *testing.T) {
 		}
 	}
 }
+
+// nsbind stop of a run whose server ignores SIGTERM says so, each time,
+// with what ends the run, rather than the socket's timeout.
+func TestStopTimeoutSaysSo(t *testing.T) {
+	name := instanceName("stoptimeout")
+	r := startNsbind(t, "--name", name, "--", "sh", "-c", `trap '' TERM; echo ready; while :; do sleep 1; done`)
+	r.waitOutput("ready")
+	want := fmt.Sprintf("nsbind: the instance %s did not end within 100ms (its server ignores SIGTERM?): kill -9 %d ends it at once\n",
+		name, r.cmd.Process.Pid)
+	// The deadline of the wait and that of the connection used to race:
+	// one stop in five or so said "read unix ...: i/o timeout".
+	for range 20 {
+		code, _, stderr := runNsbind(t, "stop", "--timeout", "100ms", name)
+		if code != exitFailed || stderr != want {
+			t.Fatalf("nsbind stop --timeout 100ms: exit %d, stderr\n%s\nwant %d and\n%s", code, stderr, exitFailed, want)
+		}
+	}
+	select {
+	case <-r.done:
+		t.Fatalf("the run ended (%d) although its server ignores SIGTERM", r.code)
+	default:
+	}
+}

@@ -181,11 +181,12 @@ func (c *Client) call(ctx context.Context, t msgType, req any, want msgType, out
 }
 
 // bindContext makes ctx's deadline and cancellation the connection's
-// deadline until the returned function is called.
+// deadline until the returned function is called. The connection's
+// deadline passes only once ctx is done: set to ctx's deadline itself, a
+// read could time out before ctx's timer has fired, and ctxErr would not
+// know the timeout for ctx's (nsbind stop printed "read unix ...: i/o
+// timeout" then, instead of saying the instance did not end in time).
 func bindContext(ctx context.Context, uc *net.UnixConn) func() {
-	if d, ok := ctx.Deadline(); ok {
-		uc.SetDeadline(d)
-	}
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
 	return func() {
 		stop()

@@ -265,7 +265,7 @@ func Stop(o Output, name string, timeout time.Duration) int {
 	defer cancel()
 	if err := c.Stop(ctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			fmt.Fprintf(o.Stderr, "nsbind: the instance %s did not end within %v (its server ignores SIGTERM?): kill %d ends it at once\n",
+			fmt.Fprintf(o.Stderr, "nsbind: the instance %s did not end within %v (its server ignores SIGTERM?): kill -9 %d ends it at once\n",
 				c.Name(), timeout, c.Pid())
 			return exitFailed
 		}
