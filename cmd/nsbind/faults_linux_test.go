@@ -22,7 +22,7 @@ import (
 // prints "listening" once it listens.
 //
 //	flood PORT          writes a byte pattern to each connection until a write
-//	                    stalls for 2s (or 256 MiB are out), prints "stalled N"
+//	                    stalls for 2s (or 256 MiB are out), prints "stalled N CLIENT"
 //	                    and closes it
 //	farewell PORT SIZE  answers "ready" to a line; on SIGTERM it writes SIZE
 //	                    pattern bytes to every open connection, closes them
@@ -86,7 +86,9 @@ func faultServer(args []string) int {
 			go func() {
 				defer c.Close()
 				n, _ := writePattern(c, 256<<20, 2*time.Second)
-				fmt.Printf("stalled %d\n", n)
+				// Whose: a stray client of another test, on a port
+				// number that was its once, may come and go too.
+				fmt.Printf("stalled %d %s\n", n, c.RemoteAddr())
 			}()
 		}
 	case "farewell":
@@ -508,15 +510,17 @@ func TestFaultSlowReader(t *testing.T) {
 	c := dial4(t, r.addr(4))
 	c.SetDeadline(time.Now().Add(120 * time.Second))
 	var wrote int64
+	// The server sees the client's own address (--source-address client).
+	mine := " " + c.LocalAddr().String()
 	waitUntil(t, 120*time.Second, func() bool {
 		for _, line := range strings.Split(r.stdout.String(), "\n") {
-			if v, ok := strings.CutPrefix(line, "stalled "); ok {
-				wrote, _ = strconv.ParseInt(v, 10, 64)
+			if v, ok := strings.CutPrefix(line, "stalled "); ok && strings.HasSuffix(v, mine) {
+				wrote, _ = strconv.ParseInt(strings.TrimSuffix(v, mine), 10, 64)
 				return true
 			}
 		}
 		return false
-	}, func() string { return "the server's writes never stalled" })
+	}, func() string { return "the server's writes to this client never stalled:\n" + r.stdout.String() })
 	rssAfter := rssKiB(t, helper)
 	t.Logf("the server stalled after %d KiB; helper RSS %d KiB → %d KiB", wrote>>10, rssBefore, rssAfter)
 	if wrote >= 64<<20 {
