@@ -347,20 +347,35 @@ func TestUDPFloodLeavesRoomForTCP(t *testing.T) {
 	}
 }
 
-// synSentIn counts the TCP sockets in SYN-SENT in the network namespace of
-// pid (/proc/PID/net/tcp and tcp6, state 02).
-func synSentIn(t *testing.T, pid int) int {
-	t.Helper()
-	n := 0
+// tcpSocket is a line of /proc/PID/net/tcp or tcp6: its remote address
+// (hex, ADDR:PORT) and its state (hex, 02 SYN-SENT, 0A LISTEN, ...).
+type tcpSocket struct{ remote, state string }
+
+// tcpSockets lists the TCP sockets in the network namespace of pid.
+func tcpSockets(pid int) []tcpSocket {
+	var socks []tcpSocket
 	for _, f := range []string{"tcp", "tcp6"} {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n")[1:] {
-			if fields := strings.Fields(line); len(fields) > 3 && fields[3] == "02" {
-				n++
+			if fields := strings.Fields(line); len(fields) > 3 {
+				socks = append(socks, tcpSocket{remote: fields[2], state: fields[3]})
 			}
+		}
+	}
+	return socks
+}
+
+// synSentIn counts the TCP sockets in SYN-SENT in the network namespace of
+// pid.
+func synSentIn(t *testing.T, pid int) int {
+	t.Helper()
+	n := 0
+	for _, s := range tcpSockets(pid) {
+		if s.state == "02" {
+			n++
 		}
 	}
 	return n
@@ -419,21 +434,14 @@ time.sleep(600)`
 func connectedTo(t *testing.T, pid int, port uint16) int {
 	t.Helper()
 	n := 0
-	for _, f := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
-		if err != nil {
+	for _, s := range tcpSockets(pid) {
+		if !strings.HasSuffix(s.remote, fmt.Sprintf(":%04X", port)) {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			fields := strings.Fields(line)
-			if len(fields) <= 3 || !strings.HasSuffix(fields[2], fmt.Sprintf(":%04X", port)) {
-				continue
-			}
-			switch fields[3] {
-			case "02", "03", "06", "07", "0A":
-			default:
-				n++
-			}
+		switch s.state {
+		case "02", "03", "06", "07", "0A":
+		default:
+			n++
 		}
 	}
 	return n

@@ -105,6 +105,20 @@ func gone(t *testing.T, pids ...int) {
 // signal: each server below ends at once on it.
 const promptly = 10 * time.Second
 
+// stopsOnSIGTERM sends r's nsbind SIGTERM and checks that the run ends
+// with want, the status of the process of uid 33 that printed "got
+// SIGTERM", and that the other such process, pid, is gone with it.
+func stopsOnSIGTERM(t *testing.T, r *nsbindRun, want, pid int) {
+	t.Helper()
+	if code := r.stop(promptly); code != want {
+		t.Fatalf("exit %d after SIGTERM, want %d", code, want)
+	}
+	if !strings.Contains(r.stdout.String(), "got SIGTERM") {
+		t.Fatalf("the process of uid 33 did not get SIGTERM:\n%s", r.stdout.String())
+	}
+	gone(t, pid)
+}
+
 func TestRootServerOfAnotherUIDGetsSignals(t *testing.T) {
 	t.Run("SIGTERM to nsbind", func(t *testing.T) {
 		// The server catches SIGTERM and exits 7; its child, another
@@ -114,13 +128,7 @@ func TestRootServerOfAnotherUIDGetsSignals(t *testing.T) {
 		r.waitOutput("ready")
 		sleep := processNamed(t, r.cmd.Process.Pid, "sleep")
 		isWorker(t, sleep)
-		if code := r.stop(promptly); code != 7 {
-			t.Fatalf("exit %d after SIGTERM, want the server's 7", code)
-		}
-		if !strings.Contains(r.stdout.String(), "got SIGTERM") {
-			t.Fatalf("the server did not get SIGTERM:\n%s", r.stdout.String())
-		}
-		gone(t, sleep)
+		stopsOnSIGTERM(t, r, 7, sleep)
 	})
 	t.Run("nsbind stop", func(t *testing.T) {
 		name := instanceName("rootstop")
@@ -151,13 +159,7 @@ func TestRootServerOfAnotherUIDGetsSignals(t *testing.T) {
 		r.waitOutput("ready")
 		sleep := processNamed(t, r.cmd.Process.Pid, "sleep")
 		isWorker(t, sleep)
-		if code := r.stop(promptly); code != 9 {
-			t.Fatalf("exit %d after SIGTERM, want the last process's 9", code)
-		}
-		if !strings.Contains(r.stdout.String(), "got SIGTERM") {
-			t.Fatalf("the background process did not get SIGTERM:\n%s", r.stdout.String())
-		}
-		gone(t, sleep)
+		stopsOnSIGTERM(t, r, 9, sleep)
 	})
 	t.Run("dnsmasq", func(t *testing.T) {
 		// dnsmasq as root inside drops to nobody and, without -k, goes
